@@ -1,0 +1,35 @@
+# Two commands on a fresh machine with Python 3.11 and pip: `make demo`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first, pinned, so pip never pulls a multi-GB CUDA build; override for your own build.
+TORCH_SPEC ?= torch==2.13.0
+OUT ?= out
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+
+.PHONY: install test demo bench lint clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 tests
+
+demo: install
+	bash scripts/demo.sh "$(BIN)" "$(OUT)"
+
+bench: install
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/build.py
+	$(BIN)/python bench/stereo.py
+
+lint: install
+	$(BIN)/python -m pyflakes bsrdata models cli tests bench 2>/dev/null || true
+
+clean:
+	rm -rf $(OUT) .numba_cache

@@ -1,0 +1,1 @@
+"""Blur operators: ``layered`` (SYNDOF-style compositing) and ``gather`` (per-pixel Gaussian)."""

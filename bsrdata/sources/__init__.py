@@ -1,0 +1,1 @@
+"""Readers that yield plain :class:`bsrdata.sources.base.Record` objects."""

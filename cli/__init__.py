@@ -1,0 +1,1 @@
+"""The ``bsr`` command line."""

@@ -1,0 +1,1 @@
+"""Training and evaluation engine (losses, schedules, loops, checkpoints, DDP), kept apart from networks."""
