@@ -1,0 +1,224 @@
+"""Image-quality metrics of the benchmark (numpy only; FACTS §9).
+
+SR images (``psnr_y``, ``ssim_y``)
+    Inputs are uint8 RGB arrays (H, W, 3). They are converted to the luma channel
+    ``Y = 16 + 65.481 R + 128.553 G + 24.966 B`` with R, G, B in [0, 1] (float64, *not* rounded, so Y lies
+    in [16, 235]). PSNR uses peak 255; SSIM uses an 11×11 Gaussian window (σ = 1.5), "valid" filtering
+    (no padding: the SSIM map is (H-10, W-10)), C1 = (0.01·255)², C2 = (0.03·255)², and returns the mean of
+    the map. ``crop_border`` removes that many pixels on every side first (BasicSR/MANet crop ``scale``; the
+    CMOS test code crops none). A float SR output in [0, 1] is turned into uint8 with :func:`to_uint8`.
+
+Blur maps (``blur_psnr``, ``blur_ssim``)
+    Both maps (σ in HR pixels, float, any shape that squeezes to (H, W)) are divided by ``sigma_max``; the
+    prediction is **not** clipped. PSNR with peak 1, SSIM as above with C1 = 0.01², C2 = 0.03².
+
+Segmentation (``ConfusionMatrix``)
+    One confusion matrix over the whole set, label 255 ignored; IoU per class and their mean.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bsrdata.errors import BsrError
+
+__all__ = [
+    "to_uint8",
+    "rgb_to_y",
+    "crop_border",
+    "psnr",
+    "ssim",
+    "psnr_y",
+    "ssim_y",
+    "blur_psnr",
+    "blur_ssim",
+    "ConfusionMatrix",
+    "IGNORE_INDEX",
+]
+
+IGNORE_INDEX = 255
+_WIN = 11
+_WIN_SIGMA = 1.5
+
+
+def to_uint8(img) -> np.ndarray:
+    """Float image in [0, 1] (any shape) -> uint8, ``round(clip(x, 0, 1) * 255)`` (half to even)."""
+    x = np.asarray(img, dtype=np.float64)
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def rgb_to_y(img: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> float64 luma (H, W) in [16, 235] (ITU-R BT.601, not rounded)."""
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise BsrError(f"image: expected an RGB array (H, W, 3), got shape {img.shape}")
+    if img.dtype != np.uint8:
+        raise BsrError(f"image: expected uint8 RGB, got {img.dtype} (use metrics.to_uint8 for [0, 1] floats)")
+    x = img.astype(np.float64) / 255.0
+    return 16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]
+
+
+def crop_border(img: np.ndarray, n: int) -> np.ndarray:
+    """Remove ``n`` pixels from each side of the first two axes (``n = 0`` returns ``img``)."""
+    n = int(n)
+    if n < 0:
+        raise BsrError(f"--crop-border: must be >= 0, got {n}")
+    if n == 0:
+        return img
+    if img.shape[0] <= 2 * n or img.shape[1] <= 2 * n:
+        raise BsrError(f"--crop-border: {n} px leaves nothing of a {img.shape[0]}x{img.shape[1]} image")
+    return img[n:-n, n:-n]
+
+
+def _gauss_1d() -> np.ndarray:
+    r = (_WIN - 1) // 2
+    t = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-(t * t) / (2.0 * _WIN_SIGMA * _WIN_SIGMA))
+    return g / g.sum()
+
+
+def _filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Separable 'valid' correlation of a float64 (H, W) array with the 1-D kernel ``w`` on both axes."""
+    k = len(w)
+    h, wd = x.shape
+    rows = np.zeros((h - k + 1, wd), dtype=np.float64)
+    for i in range(k):
+        rows += w[i] * x[i : i + h - k + 1]
+    out = np.zeros((h - k + 1, wd - k + 1), dtype=np.float64)
+    for j in range(k):
+        out += w[j] * rows[:, j : j + wd - k + 1]
+    return out
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray, what: str):
+    if a.shape != b.shape:
+        raise BsrError(f"{what}: shapes differ, {a.shape} vs {b.shape}")
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    """PSNR in dB of two float arrays of equal shape; ``inf`` when identical."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    _check_pair(a, b, "psnr")
+    mse = float(np.mean((a - b) ** 2))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(peak * peak / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    """Mean SSIM of two float (H, W) arrays: 11×11 Gaussian (σ 1.5), valid filtering, K1 0.01, K2 0.03."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    _check_pair(a, b, "ssim")
+    if a.ndim != 2:
+        raise BsrError(f"ssim: expected 2-D arrays, got shape {a.shape}")
+    if a.shape[0] < _WIN or a.shape[1] < _WIN:
+        raise BsrError(f"ssim: image {a.shape[0]}x{a.shape[1]} is smaller than the {_WIN}x{_WIN} window")
+    c1 = (0.01 * peak) ** 2
+    c2 = (0.03 * peak) ** 2
+    w = _gauss_1d()
+    mu_a = _filter_valid(a, w)
+    mu_b = _filter_valid(b, w)
+    s_aa = _filter_valid(a * a, w) - mu_a * mu_a
+    s_bb = _filter_valid(b * b, w) - mu_b * mu_b
+    s_ab = _filter_valid(a * b, w) - mu_a * mu_b
+    num = (2.0 * mu_a * mu_b + c1) * (2.0 * s_ab + c2)
+    den = (mu_a * mu_a + mu_b * mu_b + c1) * (s_aa + s_bb + c2)
+    return float(np.mean(num / den))
+
+
+def psnr_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
+    """PSNR (dB, peak 255) on the Y channel of two uint8 RGB images (H, W, 3)."""
+    _check_pair(np.asarray(sr), np.asarray(hr), "psnr_y")
+    ys, yh = rgb_to_y(sr), rgb_to_y(hr)
+    return psnr(_crop(ys, crop_border), _crop(yh, crop_border), 255.0)
+
+
+def ssim_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
+    """SSIM (mean of the valid map) on the Y channel of two uint8 RGB images (H, W, 3)."""
+    _check_pair(np.asarray(sr), np.asarray(hr), "ssim_y")
+    ys, yh = rgb_to_y(sr), rgb_to_y(hr)
+    return ssim(_crop(ys, crop_border), _crop(yh, crop_border), 255.0)
+
+
+_crop = crop_border
+
+
+def _blur_pair(pred, gt, sigma_max):
+    if not sigma_max or sigma_max <= 0:
+        raise BsrError(f"sigma_max: must be > 0, got {sigma_max}")
+    p = np.squeeze(np.asarray(pred, dtype=np.float64))
+    g = np.squeeze(np.asarray(gt, dtype=np.float64))
+    _check_pair(p, g, "blur map")
+    return p / sigma_max, g / sigma_max
+
+
+def blur_psnr(pred: np.ndarray, gt: np.ndarray, sigma_max: float) -> float:
+    """Blur-map PSNR (dB): both σ maps ÷ ``sigma_max``, peak 1, prediction not clipped."""
+    p, g = _blur_pair(pred, gt, sigma_max)
+    return psnr(p, g, 1.0)
+
+
+def blur_ssim(pred: np.ndarray, gt: np.ndarray, sigma_max: float) -> float:
+    """Blur-map SSIM: both σ maps (H, W) ÷ ``sigma_max``, peak 1, prediction not clipped."""
+    p, g = _blur_pair(pred, gt, sigma_max)
+    return ssim(p, g, 1.0)
+
+
+class ConfusionMatrix:
+    """Accumulates one confusion matrix over a whole set (rows = ground truth, columns = prediction).
+
+    ``update(pred, gt)`` takes integer arrays of equal shape; ground-truth pixels equal to 255 are ignored.
+    Other labels must lie in ``[0, num_classes)``; a prediction outside that range is an error.
+    """
+
+    def __init__(self, num_classes: int):
+        if int(num_classes) < 1:
+            raise BsrError(f"num_classes: must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def update(self, pred, gt) -> "ConfusionMatrix":
+        pred = np.asarray(pred)
+        gt = np.asarray(gt)
+        _check_pair(pred, gt, "confusion matrix")
+        keep = gt != IGNORE_INDEX
+        p = pred[keep].astype(np.int64)
+        g = gt[keep].astype(np.int64)
+        c = self.num_classes
+        if g.size:
+            if g.min() < 0 or g.max() >= c:
+                raise BsrError(f"segmentation: ground-truth label {int(g.max())} outside 0..{c - 1} (and 255)")
+            if p.min() < 0 or p.max() >= c:
+                bad = int(p.min()) if p.min() < 0 else int(p.max())
+                raise BsrError(f"segmentation: predicted label {bad} outside 0..{c - 1}")
+            self.matrix += np.bincount(g * c + p, minlength=c * c).reshape(c, c)
+        return self
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU, float64 (C,); NaN for a class absent from both ground truth and prediction."""
+        m = self.matrix.astype(np.float64)
+        tp = np.diag(m)
+        union = m.sum(0) + m.sum(1) - tp
+        out = np.full(self.num_classes, np.nan)
+        np.divide(tp, union, out=out, where=union > 0)
+        return out
+
+    def miou(self) -> float:
+        """Mean IoU over all classes (fraction in [0, 1]).
+
+        A class that never occurs in the ground truth nor in the predictions has an undefined IoU and is
+        left out of the mean (on a full test set every class occurs, so this is the mean over all classes).
+        A class that occurs but is never predicted correctly counts as 0.
+        """
+        iou = self.iou()
+        if np.all(np.isnan(iou)):
+            return math.nan
+        return float(np.nanmean(iou))
+
+    def pixel_accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(np.trace(self.matrix) / total) if total else math.nan
