@@ -44,9 +44,10 @@ _WIN_SIGMA = 1.5
 
 
 def to_uint8(img) -> np.ndarray:
-    """Float image in [0, 1] (any shape) -> uint8, ``round(clip(x, 0, 1) * 255)`` (half to even)."""
+    """Float image in [0, 1] (any shape) -> uint8: ``floor(x·255 + 0.5)`` clipped to [0, 255] (MATLAB im2uint8,
+    the same rule as ``bsrdata.degrade.to_uint8``)."""
     x = np.asarray(img, dtype=np.float64)
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.clip(np.floor(x * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:

@@ -86,7 +86,7 @@ def test_identical_images():
 
 def test_to_uint8_rounds_and_clips():
     x = np.array([-0.1, 0.0, 0.5 / 255, 1.49 / 255, 1.51 / 255, 1.0, 1.7])
-    assert metrics.to_uint8(x).tolist() == [0, 0, 0, 1, 2, 255, 255]
+    assert metrics.to_uint8(x).tolist() == [0, 0, 1, 1, 2, 255, 255]
 
 
 def test_bad_inputs():
