@@ -1,0 +1,553 @@
+"""The SR benchmark harness: score SR methods on the five test groups (numpy side; no torch at import).
+
+A dataset's test groups reference stored samples; a test image's space-variant (VA) rendering is shared by
+four groups. :class:`BenchData` turns the manifest's group lists into **units**: one per distinct stored
+LR image (shard, index), so each is super-resolved and scored once and its score counts in every group
+that contains it. Per-group PSNR/SSIM (Y channel, FACTS §9, optional border crop) is the mean over the
+group's images; "Avg" is the mean of the group values (the paper's "average of 5 groups").
+
+Methods (:func:`get_method`): ``bicubic`` (MATLAB-style bicubic ×s of the LR), ``command:"PROG {in} {out}"``
+(an external program that reads a folder of LR PNGs and writes SR PNGs with the same names; run without a
+shell unless ``shell=True``), and the torch methods ``oracle`` / ``cmos`` from :mod:`models.sr_methods`.
+Any spec may carry a label: ``"MANet=command:python test.py {in} {out}"``.
+
+Results are resumable: per method, ``OUT/results/<slug>.jsonl`` holds a header (provenance) and one line
+per scored unit; a rerun skips the units already there. Tables (``bench.md``, ``bench.csv``,
+``bench.json``) list every completed method in OUT scored on the same dataset (manifest hash) with the
+same crop and groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+
+import numpy as np
+
+from bsrdata.errors import BsrError
+from bsrdata.metrics import psnr_y, ssim_y, to_uint8
+
+__all__ = [
+    "Unit", "BenchData", "Method", "BicubicMethod", "CommandMethod", "get_method", "parse_groups",
+    "run_bench", "BenchResult", "format_markdown", "format_csv", "table_rows",
+]
+
+RESULTS_FORMAT = "bsrdata-bench/1"
+TORCH_METHODS = ("oracle", "cmos")
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One distinct stored LR image of the test split: ``uid`` is a file-name-safe unique name."""
+
+    uid: str
+    shard: str
+    index: int
+    key: str
+    invariant: bool
+
+
+def parse_groups(text) -> list[int]:
+    """``"1-5"``, ``"1,3"``, ``"2"`` or ``"all"`` -> sorted list of group numbers (>= 1)."""
+    if text is None or str(text).strip().lower() in ("", "all"):
+        return [1, 2, 3, 4, 5]
+    out = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        try:
+            if m:
+                a, b = int(m.group(1)), int(m.group(2))
+                if a > b:
+                    raise ValueError
+                out.update(range(a, b + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise BsrError(f"--groups: cannot read {text!r} (use e.g. 1-5 or 1,3)") from None
+    if not out or min(out) < 1:
+        raise BsrError(f"--groups: group numbers start at 1, got {text!r}")
+    return sorted(out)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("._") or "x"
+
+
+class BenchData:
+    """The test groups of a built dataset (``root/manifest.json`` + HDF5 shards).
+
+    ``units`` (uid -> :class:`Unit`), ``groups`` (g -> list of uids in manifest order), ``scale``,
+    ``sigma_max``, ``num_classes``, ``manifest_sha256``. ``load(uid)`` returns the sample dict
+    (``lr``/``hr`` uint8 RGB, ``blur`` float32 σ, ``seg`` uint8 or None, ``key``, ``invariant``).
+    """
+
+    def __init__(self, root, groups=None):
+        from bsrdata.manifest import NAME, read_manifest, sha256_file
+
+        self.root = os.fspath(root)
+        m = read_manifest(self.root)
+        self.manifest = m
+        self.manifest_path = os.path.join(self.root, NAME)
+        self.manifest_sha256 = sha256_file(self.manifest_path)
+        attrs = m.get("attrs") or {}
+        self.scale = int(attrs.get("scale", 4))
+        self.sigma_max = float(attrs.get("sigma_max", (attrs.get("max_coc", 21) - 1) / 4))
+        self.num_classes = (m.get("source") or {}).get("num_classes")
+        available = sorted(int(g) for g in m["groups"] if str(g).isdigit() and m["groups"][g])
+        wanted = parse_groups(groups) if not isinstance(groups, list) else groups
+        for g in wanted:
+            if g not in available:
+                have = ", ".join(map(str, available)) or "none"
+                raise BsrError(f"{self.manifest_path}: no test group {g} (groups present: {have})")
+        self.group_ids = wanted
+        self.units: dict[str, Unit] = {}
+        self.groups: dict[int, list[str]] = {}
+        by_ref: dict[tuple, str] = {}
+        used: set[str] = set()
+        for g in wanted:
+            uids = []
+            for e in m["groups"][str(g)]:
+                ref = (str(e["shard"]), int(e["index"]))
+                uid = by_ref.get(ref)
+                if uid is None:
+                    base = _safe(f"{e['key']}_{'iva' if e['invariant'] else 'va'}")
+                    uid, n = base, 1
+                    while uid in used:
+                        n += 1
+                        uid = f"{base}_{n}"
+                    used.add(uid)
+                    by_ref[ref] = uid
+                    self.units[uid] = Unit(uid, ref[0], ref[1], str(e["key"]), bool(e["invariant"]))
+                uids.append(uid)
+            self.groups[g] = uids
+
+    def load(self, uid: str) -> dict:
+        from bsrdata.shards import read_sample
+
+        u = self.units[uid]
+        s = read_sample(os.path.join(self.root, u.shard), u.index)
+        _check_sample(s, f"{u.shard}[{u.index}]", self.scale)
+        return s
+
+    def provenance(self) -> dict:
+        return {"root": os.path.abspath(self.root), "manifest_sha256": self.manifest_sha256,
+                "groups": self.group_ids, "scale": self.scale, "units": len(self.units)}
+
+
+def _check_sample(s: dict, where: str, scale: int):
+    lr, hr = np.asarray(s["lr"]), np.asarray(s["hr"])
+    for name, a in (("lr", lr), ("hr", hr)):
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+            raise BsrError(f"{where}: {name} is not uint8 RGB (shape {a.shape}, {a.dtype})")
+    if hr.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
+        raise BsrError(f"{where}: HR {hr.shape[:2]} is not {scale}x the LR {lr.shape[:2]}")
+
+
+# --------------------------------------------------------------------------------------------- methods
+class Method:
+    """An SR method for the harness.
+
+    ``label`` names its table row; ``spec`` is what the user typed. ``prepare(data)`` checks it can run
+    on ``data`` (checkpoints, ...) and raises BsrError otherwise. ``run(samples, workdir)`` takes a list of
+    (uid, sample dict) and returns the SR images as uint8 RGB (s·h, s·w, 3), in the same order.
+    ``provenance()`` is a JSON-able dict (with checkpoint hashes); ``identity()`` is the part of it that
+    decides whether stored results can be reused.
+    """
+
+    label = "method"
+    spec = "method"
+    chunk = 8
+
+    def prepare(self, data) -> None:
+        pass
+
+    def run(self, samples, workdir) -> list:
+        raise NotImplementedError
+
+    def provenance(self) -> dict:
+        return {"method": self.spec, "label": self.label}
+
+    def identity(self) -> dict:
+        return self.provenance()
+
+    def close(self) -> None:
+        pass
+
+
+class BicubicMethod(Method):
+    """MATLAB-style bicubic ×scale upsampling of the LR (``bsrdata.degrade.imresize_bicubic``)."""
+
+    chunk = 16
+
+    def __init__(self, label="bicubic"):
+        self.label = label
+        self.spec = "bicubic"
+        self.scale = 4
+
+    def prepare(self, data):
+        self.scale = data.scale
+
+    def run(self, samples, workdir):
+        from bsrdata.degrade import imresize_bicubic
+
+        out = []
+        for _, s in samples:
+            lr = np.asarray(s["lr"], dtype=np.float64) / 255.0
+            h, w = lr.shape[:2]
+            sr = imresize_bicubic(lr, float(self.scale), out_shape=(h * self.scale, w * self.scale))
+            out.append(to_uint8(sr))
+        return out
+
+    def provenance(self):
+        return {"method": "bicubic", "label": self.label, "scale": self.scale,
+                "resize": "MATLAB imresize bicubic (a = -0.5), rounded to uint8"}
+
+
+class CommandMethod(Method):
+    """An external program: ``{in}`` is a folder of LR PNGs (``<uid>.png``), ``{out}`` the folder where it
+    must write SR PNGs with the same names. Tokens are split like a POSIX shell and run without a shell
+    unless ``shell=True`` (then the placeholders are substituted shell-quoted)."""
+
+    def __init__(self, command: str, label=None, shell=False, chunk=32, timeout=None):
+        command = command.strip()
+        if not command:
+            raise BsrError("--method: command: needs a program, e.g. command:\"python sr.py {in} {out}\"")
+        if "{in}" not in command or "{out}" not in command:
+            raise BsrError(f"--method: command {command!r} must contain both {{in}} and {{out}}")
+        self.command = command
+        self.shell = bool(shell)
+        if not self.shell:
+            try:
+                self.argv = shlex.split(command)
+            except ValueError as exc:
+                raise BsrError(f"--method: cannot split command {command!r}: {exc}") from None
+        self.label = label or "command-" + hashlib.sha256(command.encode()).hexdigest()[:8]
+        self.spec = "command:" + command
+        self.chunk = max(1, int(chunk))
+        self.timeout = timeout
+        self.scale = 4
+
+    def prepare(self, data):
+        self.scale = data.scale
+
+    def _argv(self, din, dout):
+        if self.shell:
+            return self.command.replace("{in}", shlex.quote(din)).replace("{out}", shlex.quote(dout))
+        return [a.replace("{in}", din).replace("{out}", dout) for a in self.argv]
+
+    def run(self, samples, workdir):
+        from PIL import Image
+
+        din = os.path.abspath(os.path.join(workdir, "in"))
+        dout = os.path.abspath(os.path.join(workdir, "out"))
+        for d in (din, dout):
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+        for uid, s in samples:
+            Image.fromarray(np.asarray(s["lr"], dtype=np.uint8)).save(os.path.join(din, uid + ".png"))
+        log_path = os.path.join(workdir, "command.log")
+        try:
+            with open(log_path, "ab") as log:
+                proc = subprocess.run(self._argv(din, dout), shell=self.shell, stdout=log, stderr=subprocess.PIPE,
+                                      timeout=self.timeout, stdin=subprocess.DEVNULL)
+                log.write(proc.stderr)
+        except FileNotFoundError:
+            prog = self.argv[0] if not self.shell else self.command
+            raise BsrError(f"{self.label}: command not found: {prog}") from None
+        except PermissionError:
+            raise BsrError(f"{self.label}: command is not executable: {self.argv[0]}") from None
+        except subprocess.TimeoutExpired:
+            raise BsrError(f"{self.label}: command timed out after {self.timeout} s") from None
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+            tail = f": {lines[-1].strip()}" if lines else ""
+            raise BsrError(f"{self.label}: command exited with status {proc.returncode}{tail} (log: {log_path})")
+        written = [f for f in os.listdir(dout) if f.lower().endswith(".png")]
+        if not written:
+            raise BsrError(f"{self.label}: command wrote no SR images (expected {len(samples)} PNGs in {{out}})")
+        out = []
+        for uid, s in samples:
+            p = os.path.join(dout, uid + ".png")
+            if not os.path.isfile(p):
+                raise BsrError(f"{self.label}: command wrote no SR image for {uid}.png")
+            try:
+                with Image.open(p) as im:
+                    if im.mode not in ("RGB", "RGBA", "L"):
+                        raise BsrError(f"{self.label}: {uid}.png has mode {im.mode}, expected 8-bit RGB")
+                    sr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            except OSError as exc:
+                raise BsrError(f"{self.label}: {uid}.png is not a readable image ({exc})") from None
+            lr = np.asarray(s["lr"])
+            want = (lr.shape[0] * self.scale, lr.shape[1] * self.scale)
+            if sr.shape[:2] != want:
+                raise BsrError(f"{self.label}: {uid}.png is {sr.shape[1]}x{sr.shape[0]}, "
+                               f"expected {want[1]}x{want[0]} (x{self.scale} the LR)")
+            out.append(sr)
+        return out
+
+    def provenance(self):
+        return {"method": self.spec, "label": self.label, "shell": self.shell}
+
+
+def split_label(spec: str):
+    """``"LABEL=SPEC"`` -> (label, spec); a bare spec -> (None, spec)."""
+    m = re.fullmatch(r"([A-Za-z0-9_.+-]+)=(.+)", spec.strip(), flags=re.S)
+    if m and (m.group(2).startswith("command:") or m.group(2) in ("bicubic",) + TORCH_METHODS):
+        return m.group(1), m.group(2)
+    return None, spec.strip()
+
+
+def get_method(spec: str, *, shell=False, chunk=32, timeout=None, **torch_options) -> Method:
+    """Build a method from its spec (see the module docstring). ``torch_options`` (``ckpt``,
+    ``cmos_ckpt``, ``device``, ...) go to :func:`models.sr_methods.make_method` for ``oracle``/``cmos``."""
+    label, body = split_label(spec)
+    if body == "bicubic":
+        return BicubicMethod(label or "bicubic")
+    if body.startswith("command:"):
+        cmd = body[len("command:"):].strip()
+        if len(cmd) >= 2 and cmd[0] == cmd[-1] and cmd[0] in "\"'":
+            cmd = cmd[1:-1]
+        return CommandMethod(cmd, label=label, shell=shell, chunk=chunk, timeout=timeout)
+    if body in TORCH_METHODS:
+        mod = importlib.import_module("models.sr_methods")
+        m = mod.make_method(body, **torch_options)
+        if label:
+            m.label = label
+        return m
+    raise BsrError(f"--method: unknown method {body!r} (bicubic, oracle, cmos, or command:\"PROG {{in}} {{out}}\")")
+
+
+# --------------------------------------------------------------------------------------------- results
+def _slug(method: Method, identity: dict) -> str:
+    h = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{_safe(method.label)}-{h}"
+
+
+def _read_jsonl(path):
+    header, scores = None, {}
+    if not os.path.isfile(path):
+        return header, scores
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if "header" in rec:
+                header = rec["header"]
+            elif "uid" in rec:
+                scores[rec["uid"]] = rec
+    return header, scores
+
+
+def _num(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def summarise(groups: dict, scores: dict) -> dict:
+    """Per-group means and their average: ``{"groups": {"1": {"psnr", "ssim", "n"}}, "avg": {...}}``."""
+    out = {"groups": {}}
+    gp, gs = [], []
+    for g, uids in groups.items():
+        p = [scores[u]["psnr"] for u in uids]
+        s = [scores[u]["ssim"] for u in uids]
+        mp = float(np.mean(p)) if p else math.nan
+        ms = float(np.mean(s)) if s else math.nan
+        out["groups"][str(g)] = {"psnr": mp, "ssim": ms, "n": len(uids)}
+        gp.append(mp)
+        gs.append(ms)
+    out["avg"] = {"psnr": float(np.mean(gp)), "ssim": float(np.mean(gs)), "n": len(gp)}
+    return out
+
+
+@dataclasses.dataclass
+class BenchResult:
+    rows: list  # [{"label", "provenance", "groups": {...}, "avg": {...}}]
+    errors: list  # ["label: problem", ...]
+    files: dict  # {"md": path, "csv": path, "json": path}
+    markdown: str
+
+
+def run_bench(data: BenchData, methods: list, out_dir, *, crop_border: int = 0, progress=None,
+              save_images: bool = False, fresh: bool = False) -> BenchResult:
+    """Score ``methods`` on ``data``'s groups; resumable through ``out_dir/results``.
+
+    ``progress(total, desc)`` -> an object with ``update(n)`` and ``close()`` (e.g. a tqdm), or None.
+    A method that fails (BsrError) is recorded in ``errors`` and the others still run; the tables are
+    rewritten after each method, so finished results are never lost.
+    """
+    crop_border = int(crop_border)
+    if crop_border < 0:
+        raise BsrError(f"--crop-border: must be >= 0, got {crop_border}")
+    out_dir = os.fspath(out_dir)
+    rdir = os.path.join(out_dir, "results")
+    os.makedirs(rdir, exist_ok=True)
+    order = list(data.units)
+    errors, current = [], []
+    for method in methods:
+        try:
+            method.prepare(data)
+            ident = {"method": method.identity(), "manifest_sha256": data.manifest_sha256,
+                     "crop_border": crop_border, "format": RESULTS_FORMAT}
+            slug = _slug(method, ident)
+            path = os.path.join(rdir, slug + ".jsonl")
+            if fresh and os.path.exists(path):
+                os.remove(path)
+            header, scores = _read_jsonl(path)
+            scores = {u: r for u, r in scores.items() if u in data.units}
+            if header is None:
+                header = {"format": RESULTS_FORMAT, "label": method.label, "identity": ident,
+                          "provenance": {**method.provenance(), "dataset": data.provenance(),
+                                         "crop_border": crop_border,
+                                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(json.dumps({"header": header}) + "\n")
+            todo = [u for u in order if u not in scores]
+            bar = progress(len(order), method.label) if progress else None
+            if bar:
+                bar.update(len(order) - len(todo))
+            workdir = os.path.join(out_dir, "work", slug)
+            img_dir = os.path.join(out_dir, "sr", _safe(method.label))
+            try:
+                for i in range(0, len(todo), method.chunk):
+                    chunk = todo[i:i + method.chunk]
+                    samples = [(u, data.load(u)) for u in chunk]
+                    srs = method.run(samples, workdir)
+                    lines = []
+                    for (u, s), sr in zip(samples, srs):
+                        sr = np.asarray(sr)
+                        hr = np.asarray(s["hr"])
+                        if sr.shape != hr.shape or sr.dtype != np.uint8:
+                            raise BsrError(f"{method.label}: SR for {u} is {sr.shape} {sr.dtype}, "
+                                           f"expected uint8 {hr.shape}")
+                        rec = {"uid": u, "psnr": psnr_y(sr, hr, crop_border), "ssim": ssim_y(sr, hr, crop_border)}
+                        lines.append(json.dumps(rec) + "\n")
+                        if save_images:
+                            from PIL import Image
+
+                            os.makedirs(img_dir, exist_ok=True)
+                            Image.fromarray(sr).save(os.path.join(img_dir, u + ".png"))
+                    with open(path, "a", encoding="utf-8") as f:
+                        f.writelines(lines)
+                        f.flush()
+                    if bar:
+                        bar.update(len(chunk))
+            finally:
+                if bar:
+                    bar.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            current.append(slug)
+        except BsrError as exc:
+            msg = str(exc)
+            if not msg.startswith(method.label):
+                msg = f"{method.label}: {msg}"
+            errors.append(msg)
+        finally:
+            method.close()
+        files, md, rows = _write_tables(data, out_dir, crop_border, current)
+    if not methods:
+        files, md, rows = _write_tables(data, out_dir, crop_border, current)
+    return BenchResult(rows=rows, errors=errors, files=files, markdown=md)
+
+
+def _collect_rows(data, out_dir, crop_border, current):
+    """Completed methods in ``out_dir/results`` for this dataset and crop: this run's first, in order."""
+    rdir = os.path.join(out_dir, "results")
+    found = {}
+    for name in sorted(os.listdir(rdir)) if os.path.isdir(rdir) else []:
+        if not name.endswith(".jsonl"):
+            continue
+        slug = name[:-6]
+        header, scores = _read_jsonl(os.path.join(rdir, name))
+        if not header:
+            continue
+        ident = header.get("identity", {})
+        if ident.get("manifest_sha256") != data.manifest_sha256 or ident.get("crop_border") != crop_border:
+            continue
+        if not all(u in scores for u in data.units):
+            continue
+        found[slug] = (header, scores)
+    ordered = [s for s in current if s in found]
+    rest = sorted((s for s in found if s not in ordered), key=lambda s: found[s][0]["provenance"].get("started", ""))
+    rows = []
+    for slug in ordered + rest:
+        header, scores = found[slug]
+        summ = summarise(data.groups, scores)
+        rows.append({"label": header["label"], "slug": slug, "provenance": header["provenance"], **summ})
+    return rows
+
+
+def table_rows(rows, group_ids):
+    """Header and body cells of the paper's layout: Method | Group1..k | Avg, each cell 'PSNR/SSIM'."""
+    head = ["Method"] + [f"Group{g}" for g in group_ids] + ["Avg"]
+    body = []
+    for r in rows:
+        cells = [r["label"]]
+        for g in group_ids:
+            v = r["groups"][str(g)]
+            cells.append(f"{v['psnr']:.2f}/{v['ssim']:.4f}")
+        cells.append(f"{r['avg']['psnr']:.2f}/{r['avg']['ssim']:.4f}")
+        body.append(cells)
+    return head, body
+
+
+def format_markdown(rows, group_ids, crop_border=0) -> str:
+    head, body = table_rows(rows, group_ids)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + [":---:"] * (len(head) - 1)) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    lines.append("")
+    lines.append(f"PSNR (dB) / SSIM on the Y channel, border crop {crop_border} px.")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(rows, group_ids) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = [f"Group{g}" for g in group_ids] + ["Avg"]
+    w.writerow(["method"] + [f"{c}_{m}" for c in cols for m in ("psnr", "ssim")])
+    for r in rows:
+        vals = [r["groups"][str(g)] for g in group_ids] + [r["avg"]]
+        w.writerow([r["label"]] + [f"{v[m]:.6f}" for v in vals for m in ("psnr", "ssim")])
+    return buf.getvalue()
+
+
+def _atomic_write(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _write_tables(data, out_dir, crop_border, current):
+    rows = _collect_rows(data, out_dir, crop_border, current)
+    gids = data.group_ids
+    md = format_markdown(rows, gids, crop_border)
+    doc = {
+        "format": RESULTS_FORMAT,
+        "dataset": data.provenance(),
+        "crop_border": crop_border,
+        "metric": "PSNR (dB, peak 255) / SSIM (11x11 Gaussian 1.5, valid) on Y = 16 + 65.481R + 128.553G + 24.966B",
+        "methods": [{"label": r["label"], "provenance": r["provenance"],
+                     "groups": {g: {k: _num(v) for k, v in d.items()} for g, d in r["groups"].items()},
+                     "avg": {k: _num(v) for k, v in r["avg"].items()}} for r in rows],
+    }
+    files = {"md": os.path.join(out_dir, "bench.md"), "csv": os.path.join(out_dir, "bench.csv"),
+             "json": os.path.join(out_dir, "bench.json")}
+    _atomic_write(files["md"], md)
+    _atomic_write(files["csv"], format_csv(rows, gids))
+    _atomic_write(files["json"], json.dumps(doc, indent=2) + "\n")
+    return files, md, rows
