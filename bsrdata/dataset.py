@@ -1,0 +1,136 @@
+"""PyTorch view of a built dataset (the only ``bsrdata`` module that imports torch).
+
+``BSRDataset(root, split, group=None, crop=None, scale=4, hflip=False, zoom=(1,), zoom_rule="physical",
+seed=0)`` wraps :func:`bsrdata.shards.open_dataset`. Item ``i`` is a dict:
+
+- ``"lr"``: float32 (3, h, w) in [0, 1]; ``"hr"``: float32 (3, H, W) in [0, 1], H = scale·h
+- ``"blur"``: float32 (1, H, W), σ in HR pixels
+- ``"seg"``: int64 (H, W), class index, 255 = ignore (all 255 when the split has no labels)
+- ``"key"``: str; ``"invariant"``: bool
+
+Augmentation (training): ``crop`` = (H, W) HR crop (int for square; multiples of ``scale``; None = whole
+frame), cut at an LR-aligned random position so LR and HR stay registered; ``hflip`` flips half the items;
+``zoom`` factors z (e.g. (1, 1.2, 1.5)) enlarge the content: a region of crop/z is cut and resized to the
+crop (LR and HR bilinear/bicubic, blur map bilinear, seg nearest). Enlarging content by z enlarges the
+blur by z in pixels, so ``zoom_rule="physical"`` (default) multiplies σ by z; ``"paper"`` divides it by z as
+the public CMOS code does. Randomness comes from (seed, epoch, index) only (``set_epoch``), so results do not
+depend on worker count or order. HDF5 files are opened lazily in each worker (fork and spawn safe).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bsrdata.errors import BsrError
+from bsrdata.shards import open_dataset
+
+ZOOM_RULES = ("physical", "paper")
+
+
+def _pair(crop, name="crop"):
+    if crop is None:
+        return None
+    if isinstance(crop, (int, np.integer)):
+        crop = (int(crop), int(crop))
+    crop = tuple(int(c) for c in crop)
+    if len(crop) != 2 or min(crop) < 1:
+        raise BsrError(f"{name}: expected one or two positive integers, got {crop!r}")
+    return crop
+
+
+class BSRDataset(Dataset):
+    """Shards of one split (or one test group) as a torch Dataset; see the module docstring."""
+
+    def __init__(self, root, split, group=None, crop=None, scale=4, hflip=False, zoom=(1,),
+                 zoom_rule="physical", seed=0):
+        self.root, self.split, self.group = root, split, group
+        self.view = open_dataset(root, split, group)
+        self.scale = int(self.view.attrs.get("scale", scale))
+        if int(scale) != self.scale:
+            raise BsrError(f"scale: dataset {root} has scale {self.scale}, not {scale}")
+        self.crop = _pair(crop)
+        if self.crop and (self.crop[0] % self.scale or self.crop[1] % self.scale):
+            raise BsrError(f"crop: {self.crop[0]}x{self.crop[1]} is not a multiple of the scale {self.scale}")
+        self.zoom = tuple(float(z) for z in zoom)
+        if not self.zoom or min(self.zoom) < 1.0:
+            raise BsrError(f"zoom: factors must be >= 1, got {zoom!r}")
+        if zoom_rule not in ZOOM_RULES:
+            raise BsrError(f"zoom_rule: must be one of {', '.join(ZOOM_RULES)}, not {zoom_rule!r}")
+        self.zoom_rule = zoom_rule
+        self.hflip = bool(hflip)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.sigma_max = float(self.view.attrs.get("sigma_max", 0.0))
+        self._has_labels = None
+
+    def __len__(self):
+        return len(self.view)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the augmentation of the next pass differ (call once per epoch, in every process)."""
+        self.epoch = int(epoch)
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the split carries segmentation labels (reads the first sample once)."""
+        if self._has_labels is None:
+            self._has_labels = len(self.view) > 0 and self.view[0]["seg"] is not None
+        return self._has_labels
+
+    def _rng(self, index):
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def __getitem__(self, index):
+        s = self.view[index]
+        lr, hr, blur, seg = s["lr"], s["hr"], s["blur"], s["seg"]
+        if seg is None:
+            seg = np.full(hr.shape[:2], 255, np.uint8)
+        rng = self._rng(index)
+        lr, hr, blur, seg = self._augment(rng, lr, hr, blur, seg, s["key"])
+        return {
+            "lr": torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float().div_(255.0),
+            "hr": torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1))).float().div_(255.0),
+            "blur": torch.from_numpy(np.ascontiguousarray(blur, dtype=np.float32))[None],
+            "seg": torch.from_numpy(np.ascontiguousarray(seg).astype(np.int64)),
+            "key": s["key"],
+            "invariant": bool(s["invariant"]),
+        }
+
+    def _augment(self, rng, lr, hr, blur, seg, key):
+        s = self.scale
+        lh, lw = lr.shape[:2]
+        ch, cw = (self.crop[0] // s, self.crop[1] // s) if self.crop else (lh, lw)
+        if ch > lh or cw > lw:
+            raise BsrError(f"crop: {ch * s}x{cw * s} is larger than sample '{key}' ({lh * s}x{lw * s})")
+        z = float(self.zoom[rng.integers(len(self.zoom))]) if len(self.zoom) > 1 else self.zoom[0]
+        sh, sw = (max(1, int(round(ch / z))), max(1, int(round(cw / z)))) if z != 1.0 else (ch, cw)
+        y = int(rng.integers(lh - sh + 1))
+        x = int(rng.integers(lw - sw + 1))
+        lr = lr[y:y + sh, x:x + sw]
+        hr = hr[s * y:s * (y + sh), s * x:s * (x + sw)]
+        blur = blur[s * y:s * (y + sh), s * x:s * (x + sw)]
+        seg = seg[s * y:s * (y + sh), s * x:s * (x + sw)]
+        if (sh, sw) != (ch, cw):
+            zy, zx = ch / sh, cw / sw
+            factor = math.sqrt(zy * zx)
+            lr = cv2.resize(lr, (cw, ch), interpolation=cv2.INTER_LINEAR)
+            hr = cv2.resize(hr, (cw * s, ch * s), interpolation=cv2.INTER_CUBIC)
+            blur = cv2.resize(blur, (cw * s, ch * s), interpolation=cv2.INTER_LINEAR)
+            blur = blur * factor if self.zoom_rule == "physical" else blur / factor
+            seg = cv2.resize(seg, (cw * s, ch * s), interpolation=cv2.INTER_NEAREST)
+        if self.hflip and rng.random() < 0.5:
+            lr, hr, blur, seg = lr[:, ::-1], hr[:, ::-1], blur[:, ::-1], seg[:, ::-1]
+        return lr, hr, blur, seg
+
+
+def collate(items):
+    """Stack a list of items into a batch dict (tensors stacked; keys and flags as lists)."""
+    out = {k: torch.stack([it[k] for it in items]) for k in ("lr", "hr", "blur", "seg")}
+    out["key"] = [it["key"] for it in items]
+    out["invariant"] = torch.tensor([it["invariant"] for it in items])
+    return out
