@@ -1,0 +1,71 @@
+"""``bsr bench`` end to end through the CLI entry point (exit codes, printed table, bad input)."""
+
+import json
+import sys
+
+import pytest
+
+from cli.main import main
+from sr_fakes import make_bench_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_cli_ds")
+    make_bench_dataset(root, n_test=5, h=24, w=32)
+    return root
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_bench_bicubic_prints_table(dataset, tmp_path, capsys):
+    code, out, err = _run(["bench", "--data", str(dataset), "--method", "bicubic", "--out", str(tmp_path),
+                           "--crop-border", "4"], capsys)
+    assert code == 0, err
+    assert out.splitlines()[0] == "| Method | Group1 | Group2 | Group3 | Group4 | Group5 | Avg |"
+    assert out.splitlines()[2].startswith("| bicubic |")
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["crop_border"] == 4 and len(doc["methods"]) == 1
+    # a rerun resumes: nothing left to compute, same table
+    code2, out2, _ = _run(["bench", "--data", str(dataset), "--method", "bicubic", "--out", str(tmp_path),
+                           "--crop-border", "4"], capsys)
+    assert code2 == 0 and out2 == out
+
+
+def test_missing_group(dataset, tmp_path, capsys):
+    code, out, err = _run(["bench", "--data", str(dataset), "--method", "bicubic", "--groups", "4-7",
+                           "--out", str(tmp_path)], capsys)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("bsr: error: ")
+    assert "no test group 6" in err and "Traceback" not in err
+
+
+def test_failing_command_keeps_bicubic_and_exits_nonzero(dataset, tmp_path, capsys):
+    bad = f"broken=command:{sys.executable} -c 'import sys; sys.exit(2)' {{in}} {{out}}"
+    code, out, err = _run(["bench", "--data", str(dataset), "--method", "bicubic", "--method", bad,
+                           "--out", str(tmp_path)], capsys)
+    assert code == 1
+    assert "| bicubic |" in out and "broken" not in out
+    assert "bsr: error: broken: command exited with status 2" in err
+
+
+def test_bad_checkpoint_is_one_line(dataset, tmp_path, capsys):
+    (tmp_path / "junk").mkdir()
+    code, out, err = _run(["bench", "--data", str(dataset), "--method", "bicubic", "--method", "oracle",
+                           "--ckpt", str(tmp_path / "junk"), "--out", str(tmp_path / "o"), "--device", "cpu"], capsys)
+    assert code == 1
+    assert "| bicubic |" in out
+    errs = [ln for ln in err.splitlines() if ln.startswith("bsr: error:")]
+    assert len(errs) == 1 and "junk" in errs[0] and "Traceback" not in err
+
+
+def test_unknown_method_and_missing_dataset(dataset, tmp_path, capsys):
+    code, _, err = _run(["bench", "--data", str(dataset), "--method", "kernelgan", "--out", str(tmp_path)], capsys)
+    assert code == 1 and "unknown method 'kernelgan'" in err
+    code, _, err = _run(["bench", "--data", str(tmp_path / "nope"), "--method", "bicubic"], capsys)
+    assert code == 1 and "nope" in err
