@@ -93,7 +93,6 @@ class TorchSRMethod(Method):
 
     # ---------------------------------------------------------------- loading
     def _load(self):
-        from models.blind import BlindSR
         from models.rrdb_sft import RRDBSFT
 
         self.device = pick_device(self.device_name)
@@ -104,20 +103,7 @@ class TorchSRMethod(Method):
             self.sr, self.chain = sr, None
             self.hashes = {"sr": ckpt_sha256(self.ckpt)}
         else:
-            if self.cmos_ckpt is None:
-                chain, _ = load_checkpoint(self.ckpt, expect=(BlindSR,), what="cmos (without --cmos-ckpt)")
-                self.hashes = {"blind": ckpt_sha256(self.ckpt)}
-            else:
-                from models.cmos import CMOS
-
-                sr, _ = load_checkpoint(self.ckpt, expect=(RRDBSFT,), what="cmos with --cmos-ckpt")
-                cm, _ = load_checkpoint(self.cmos_ckpt, expect=(CMOS,), what="cmos")
-                if sr.use_seg and "seg" not in cm.tasks:
-                    raise BsrError(f"{self.cmos_ckpt}: predicts no segmentation but {self.ckpt} needs one")
-                if sr.use_seg and sr.num_classes != cm.num_classes:
-                    raise BsrError(f"{self.cmos_ckpt}: {cm.num_classes} classes, {self.ckpt} has {sr.num_classes}")
-                chain = _assemble(cm, sr)
-                self.hashes = {"cmos": ckpt_sha256(self.cmos_ckpt), "sr": ckpt_sha256(self.ckpt)}
+            chain, self.hashes = load_chain(self.ckpt, self.cmos_ckpt)
             self.chain, self.sr = chain, chain.sr
         for m in (self.sr, self.chain):
             if m is not None:
@@ -127,7 +113,7 @@ class TorchSRMethod(Method):
         if self.model is None:
             self._load()
             self.model = self.chain or self.sr
-        where = self.ckpt if self.kind == "oracle" or self.cmos_ckpt is None else self.ckpt
+        where = self.ckpt
         if self.sr.scale != data.scale:
             raise BsrError(f"{where}: model scale x{self.sr.scale}, dataset scale x{data.scale}")
         if self.sr.use_seg and data.num_classes is not None and self.sr.num_classes != int(data.num_classes):
@@ -161,6 +147,28 @@ class TorchSRMethod(Method):
 
     def close(self):
         self.model = self.sr = self.chain = None
+
+
+def load_chain(ckpt, cmos_ckpt=None):
+    """The blind chain from a ``blind_sr`` checkpoint, or from RRDB-SFT ``ckpt`` + CMOS ``cmos_ckpt``.
+
+    Returns (BlindSR in eval mode on the CPU, {"blind"|"cmos"|"sr": sha256}).
+    """
+    from models.blind import BlindSR
+    from models.rrdb_sft import RRDBSFT
+
+    if cmos_ckpt is None:
+        chain, _ = load_checkpoint(ckpt, expect=(BlindSR,), what="the blind chain (without --cmos-ckpt)")
+        return chain.eval(), {"blind": ckpt_sha256(ckpt)}
+    from models.cmos import CMOS
+
+    sr, _ = load_checkpoint(ckpt, expect=(RRDBSFT,), what="the chain with --cmos-ckpt")
+    cm, _ = load_checkpoint(cmos_ckpt, expect=(CMOS,), what="--cmos-ckpt")
+    if sr.use_seg and "seg" not in cm.tasks:
+        raise BsrError(f"{cmos_ckpt}: predicts no segmentation but {ckpt} needs one")
+    if sr.use_seg and sr.num_classes != cm.num_classes:
+        raise BsrError(f"{cmos_ckpt}: {cm.num_classes} classes, {ckpt} has {sr.num_classes}")
+    return _assemble(cm, sr), {"cmos": ckpt_sha256(cmos_ckpt), "sr": ckpt_sha256(ckpt)}
 
 
 def _assemble(cmos_model, sr_model):
