@@ -1,0 +1,215 @@
+"""Export a built dataset to plain image folders (numpy + OpenCV/Pillow; no torch).
+
+``format="cmos"``: the layout the public CMOS code reads (FACTS §3), files paired by sorted order::
+
+    out/{split}/GT/{key}.png          HR, 8-bit RGB                       (ungrouped splits: train, val)
+    out/{split}/LRx4/{key}.png        LR, 8-bit RGB
+    out/{split}/blur/{key}.png        σ map: uint16 round(σ·10), three identical channels, 16-bit PNG
+    out/{split}/semseg/{key}.png      labels: uint8, 0 = void, k + 1 for class k (only if labelled)
+    out/test/GT/{key}.png, out/test/semseg/{key}.png        the grouped split: HR and labels once
+    out/test/Group{g}/LRx4/{key}.png, .../Group{g}/blur/{key}.png     g = 1..5, every test image
+
+``format="png"``: the same tree with plain names and lossless values: ``hr``, ``lr``, ``blur`` (uint16
+single channel, round(σ·1000), i.e. σ in thousandths of an HR pixel), ``seg`` (uint8 as stored, 255 =
+ignore), ``depth`` (uint16 mm, 0 = invalid; only if the dataset stores depth), groups as ``group{g}``.
+
+Both write ``bsr_export.json`` at the top (format, scales, the dataset's recipe, attrs and counts).
+The export is written into a temporary sibling folder and renamed into place at the end, so an
+interrupted export never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+
+from bsrdata.errors import BsrError
+
+FORMATS = ("cmos", "png")
+BLUR_SCALE = {"cmos": 10.0, "png": 1000.0}
+_NAMES = {"cmos": {"hr": "GT", "lr": "LRx4", "blur": "blur", "seg": "semseg", "group": "Group{}"},
+          "png": {"hr": "hr", "lr": "lr", "blur": "blur", "seg": "seg", "group": "group{}"}}
+
+
+def blur_to_png(blur, fmt):
+    """σ float (H, W) -> uint16 PNG array: cmos (H, W, 3) round(σ·10); png (H, W) round(σ·1000)."""
+    q = np.clip(np.round(np.asarray(blur, np.float64) * BLUR_SCALE[fmt]), 0, 65535).astype(np.uint16)
+    return np.repeat(q[..., None], 3, axis=2) if fmt == "cmos" else q
+
+
+def blur_from_png(arr, fmt):
+    """Inverse of :func:`blur_to_png` (σ float32 (H, W)); for cmos takes the first channel."""
+    a = np.asarray(arr)
+    if a.ndim == 3:
+        a = a[..., 0]
+    return (a.astype(np.float64) / BLUR_SCALE[fmt]).astype(np.float32)
+
+
+def seg_to_png(seg, fmt):
+    """Labels uint8 (H, W), 255 = ignore -> cmos: 0 void, k -> k + 1; png: unchanged."""
+    seg = np.asarray(seg, np.uint8)
+    if fmt == "png":
+        return seg
+    if np.any((seg >= 254) & (seg != 255)):
+        raise BsrError("export: class index 254 cannot be shifted to 1..C in 8 bits")
+    return np.where(seg == 255, 0, seg.astype(np.int32) + 1).astype(np.uint8)
+
+
+def seg_from_png(arr, fmt):
+    """Inverse of :func:`seg_to_png`."""
+    a = np.asarray(arr, np.uint8)
+    if fmt == "png":
+        return a
+    return np.where(a == 0, 255, a.astype(np.int32) - 1).astype(np.uint8)
+
+
+def _safe(key):
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
+
+
+def _grouped_split(m):
+    """The split the test groups refer to (None without groups)."""
+    if not m.get("groups"):
+        return None
+    owner = {}
+    for split, info in m["splits"].items():
+        for sh in info["shards"]:
+            owner[sh["path"]] = split
+    first = next(iter(m["groups"].values()))
+    if not first:
+        return None
+    return owner.get(first[0]["shard"])
+
+
+def _write(path, arr):
+    from bsrdata.sources.folder import encode_png
+
+    data = encode_png(arr)
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
+    """Export the dataset at ``root`` (a folder with ``manifest.json``) to folders under ``out``.
+
+    format: ``"cmos"`` or ``"png"`` (module docstring). overwrite: replace an existing ``out``.
+    progress: optional ``callable(done, total)`` (images written). Returns a summary dict
+    ``{"format", "out", "splits": {split: n_images}, "groups": {g: n}, "files": n}``.
+    Reads through :func:`bsrdata.open_dataset`. Raises BsrError for a missing / incomplete dataset, an
+    existing ``out`` (without overwrite) or an unwritable one."""
+    from bsrdata import open_dataset
+    from bsrdata.manifest import read_manifest
+
+    if format not in FORMATS:
+        raise BsrError(f"--format {format}: expected one of {', '.join(FORMATS)}")
+    root = os.fspath(root)
+    out = os.path.abspath(os.fspath(out))
+    m = read_manifest(root)
+    if m.get("complete") is False or m.get("part"):
+        raise BsrError(f"{root}: the dataset is incomplete (an interrupted build or one --shard part)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BsrError(f"{out}: exists and is not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise BsrError(f"{out}: exists and is not empty (choose another --out or pass --overwrite)")
+    if os.path.commonpath([out, os.path.abspath(root)]) == os.path.abspath(root):
+        raise BsrError(f"{out}: must not be inside the dataset folder {root}")
+    names = _NAMES[format]
+    grouped = _grouped_split(m)
+    views = {}
+    for split in m["splits"]:
+        views[split] = open_dataset(root, split)
+    gviews = {}
+    if grouped is not None:
+        for g in sorted(m["groups"], key=int):
+            gviews[g] = open_dataset(root, grouped, group=g)
+    total = sum(len(v) for v in views.values()) + sum(len(v) for v in gviews.values())
+    done = 0
+
+    parent = os.path.dirname(out)
+    tmp = os.path.join(parent, f".{os.path.basename(out)}.partial-{os.getpid()}")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+        os.makedirs(tmp)
+    except OSError as exc:
+        raise BsrError(f"{out}: cannot write ({exc.strerror or exc})") from None
+
+    summary = {"format": format, "out": out, "splits": {}, "groups": {}, "files": 0}
+    try:
+        def tick():
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        def put(rel, arr):
+            path = os.path.join(tmp, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _write(path, arr)
+            summary["files"] += 1
+
+        with_depth = False
+        for split, view in views.items():
+            seen = set()
+            for i in range(len(view)):
+                s = view[i]
+                k = s["key"]
+                name = _safe(k) + ".png"
+                if k in seen:  # a grouped split stores a key twice (variant + its fold's invariant)
+                    tick()
+                    continue
+                seen.add(k)
+                put(os.path.join(split, names["hr"], name), s["hr"])
+                if s.get("seg") is not None:
+                    put(os.path.join(split, names["seg"], name), seg_to_png(s["seg"], format))
+                if format == "png" and s.get("depth") is not None:
+                    with_depth = True
+                    mm = np.clip(np.round(np.nan_to_num(s["depth"], nan=0.0) * 1000.0), 0, 65535).astype(np.uint16)
+                    put(os.path.join(split, "depth", name), mm)
+                if split != grouped:
+                    put(os.path.join(split, names["lr"], name), s["lr"])
+                    put(os.path.join(split, names["blur"], name), blur_to_png(s["blur"], format))
+                tick()
+            summary["splits"][split] = len(seen)
+        for g, view in gviews.items():
+            gdir = os.path.join(grouped, names["group"].format(g))
+            for i in range(len(view)):
+                s = view[i]
+                name = _safe(s["key"]) + ".png"
+                put(os.path.join(gdir, names["lr"], name), s["lr"])
+                put(os.path.join(gdir, names["blur"], name), blur_to_png(s["blur"], format))
+                tick()
+            summary["groups"][g] = len(view)
+        info = {"format": format, "blur_png": f"uint16 round(sigma*{BLUR_SCALE[format]:g})"
+                + (", three identical channels" if format == "cmos" else ""),
+                "seg_png": "uint8, 0 = void, class k stored as k+1" if format == "cmos" else "uint8, 255 = ignore",
+                "depth_png": "uint16 millimetres, 0 = invalid" if with_depth else None,
+                "grouped_split": grouped, "splits": summary["splits"], "groups": summary["groups"],
+                "attrs": m.get("attrs"), "recipe": m.get("recipe"), "source": m.get("source")}
+        with open(os.path.join(tmp, "bsr_export.json"), "w") as fh:
+            json.dump(info, fh, indent=2, sort_keys=True)
+        summary["files"] += 1
+        if os.path.isdir(out):
+            old = os.path.join(parent, f".{os.path.basename(out)}.old-{os.getpid()}")
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BsrError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for v in list(views.values()) + list(gviews.values()):
+            close = getattr(v, "close", None)
+            if close is not None:
+                close()
+    return summary

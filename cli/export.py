@@ -1,0 +1,40 @@
+"""``bsr export DIR --format cmos|png --out DIR2``: a built dataset as plain image folders.
+
+``cmos`` writes the folder layout the public CMOS code reads (``train/{GT,LRx4,blur,semseg}``,
+``test/Group{1..5}/{LRx4,blur}`` + ``test/GT``; blur as 16-bit σ×10 three-channel PNG, semseg 0 = void);
+``png`` writes plain lossless folders. See :mod:`bsrdata.export`.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("root", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["cmos", "png"]), default="cmos", show_default=True,
+              help="cmos: the CMOS code's folder layout; png: plain lossless folders.")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder to create (must be new or empty).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing non-empty --out.")
+def export(root, fmt, out_dir, overwrite):
+    """Export the dataset at ROOT (a folder with manifest.json) to image folders."""
+    from tqdm import tqdm
+
+    from bsrdata.export import export_dataset
+
+    bar = tqdm(total=0, unit="img", desc=f"export {fmt}", leave=False, dynamic_ncols=True)
+
+    def progress(done, total):
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    try:
+        summary = export_dataset(root, out_dir, fmt, overwrite=overwrite, progress=progress)
+    finally:
+        bar.close()
+    parts = [f"{s} {n}" for s, n in summary["splits"].items()]
+    if summary["groups"]:
+        parts.append(f"groups {len(summary['groups'])}×{next(iter(summary['groups'].values()))}")
+    click.echo(f"exported {', '.join(parts)} ({summary['files']} files) to {summary['out']} [{fmt}]")
