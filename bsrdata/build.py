@@ -1,0 +1,484 @@
+"""Build a dataset: plan -> shards (process pool, resumable, sliceable) -> manifest.json (last, atomically).
+
+Shard layout is fixed by the plan, never by completion order: split ``S``'s renderings, in plan order, are
+cut into consecutive shards of ``shard_size`` at ``S/S-00000.h5``, ``S/S-00001.h5``, ... A shard's bytes
+depend only on the source, the seed, the config and its items, so 1 and N workers give identical files.
+
+Resume: a shard under its final name is complete (written to ``.tmp``, fsynced, renamed). Its attribute
+``build_id`` (SHA-256 of everything its content depends on) is compared with the planned one; if equal it
+is kept, not re-rendered. ``.tmp`` files are never counted and are overwritten.
+
+Slices: ``shard="K/N"`` builds the shards whose global index i (over all splits, in order) has
+i mod N == K − 1 and writes ``manifest-part-K-of-N.json`` instead of ``manifest.json``; :func:`merge`
+joins the parts. A part folder is never a complete dataset (no ``manifest.json``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import re
+import resource
+import shutil
+import time
+
+import numpy as np
+
+from bsrdata.errors import BsrError
+from bsrdata.manifest import FORMAT, NAME, read_manifest, sha256_file, write_json_atomic, write_manifest
+
+N_HIST = 10
+
+
+@dataclasses.dataclass
+class ShardJob:
+    """One shard to build: global ``index``, ``split``, relative ``path``, items ``(key, invariant, group)``."""
+
+    index: int
+    split: str
+    path: str
+    items: list
+    with_seg: bool
+    build_id: str = ""
+
+
+def parse_shard(spec) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 1 ≤ K ≤ N; BsrError otherwise."""
+    if spec is None:
+        return 1, 1
+    if isinstance(spec, tuple):
+        k, n = spec
+    else:
+        mt = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
+        if not mt:
+            raise BsrError(f"--shard: expected K/N (e.g. 2/8), got '{spec}'")
+        k, n = int(mt.group(1)), int(mt.group(2))
+    if not (n >= 1 and 1 <= k <= n):
+        raise BsrError(f"--shard: K/N needs 1 <= K <= N, got {k}/{n}")
+    return k, n
+
+
+def part_manifest_name(k: int, n: int) -> str:
+    return f"manifest-part-{k}-of-{n}.json"
+
+
+def _check_out_dir(out_dir):
+    out = os.fspath(out_dir)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BsrError(f"--out {out}: exists and is not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".bsr-write-test-{os.getpid()}")
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        os.remove(probe)
+    except OSError as exc:
+        raise BsrError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK):
+        raise BsrError(f"--out {out}: folder is not writable")
+    return out
+
+
+def _splits_with_limit(source, limit):
+    splits = source.splits()
+    if not isinstance(splits, dict) or not splits:
+        raise BsrError(f"source {getattr(source, 'name', '?')}: no splits")
+    if limit is not None:
+        if int(limit) < 1:
+            raise BsrError(f"--limit: must be >= 1, got {limit}")
+        splits = {s: list(k)[: int(limit)] for s, k in splits.items()}
+    return {s: list(k) for s, k in splits.items() if len(k)}
+
+
+def plan_shards(plan, shard_size: int, labelled: dict) -> list[ShardJob]:
+    """Cut the plan's renderings into shards of ``shard_size`` (split order, then plan order)."""
+    if int(shard_size) < 1:
+        raise BsrError(f"--shard-size: must be >= 1, got {shard_size}")
+    jobs = []
+    for split, items in plan.items.items():
+        for j, start in enumerate(range(0, len(items), int(shard_size))):
+            chunk = items[start:start + int(shard_size)]
+            its = [(k, bool(inv), plan.render_group(split, k, inv)) for k, inv in chunk]
+            jobs.append(ShardJob(len(jobs), split, f"{split}/{split}-{j:05d}.h5", its, bool(labelled.get(split))))
+    return jobs
+
+
+def _build_id(job: ShardJob, attrs: dict, seed, source_name, with_depth) -> str:
+    blob = json.dumps({"attrs": attrs, "seed": int(seed), "source": source_name, "with_depth": bool(with_depth),
+                       "with_seg": job.with_seg, "items": job.items, "path": job.path}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def sigma_edges(sigma_max: float) -> np.ndarray:
+    return np.linspace(0.0, float(sigma_max), N_HIST + 1)
+
+
+# ------------------------------------------------------------------------------------ worker side
+_W = {}
+
+
+def _init_worker(ctx):
+    _W.clear()
+    _W.update(ctx)
+
+
+def _report(n=1):
+    q = _W.get("queue")
+    if q is not None:
+        q.put(n)
+    cb = _W.get("callback")
+    if cb is not None:
+        cb(n)
+
+
+def _render_shard(job: ShardJob) -> dict:
+    """Render and write one shard (in a worker or in-process); returns its manifest entry and stats."""
+    from bsrdata.degrade import synthesize
+    from bsrdata.shards import ShardWriter
+
+    source, cfg, seed, out, with_depth = _W["source"], _W["cfg"], _W["seed"], _W["out"], _W["with_depth"]
+    attrs = dict(_W["attrs"], build_id=job.build_id, split=job.split)
+    path = os.path.join(out, job.path)
+    hist = np.zeros(N_HIST, dtype=np.int64)
+    edges = sigma_edges(cfg.sigma_max)
+    with ShardWriter(path, len(job.items), attrs, with_seg=job.with_seg, with_depth=with_depth) as w:
+        for key, inv, group in job.items:
+            rec = source.load(key)
+            s = synthesize(rec, cfg, seed, inv, group)
+            hist += np.histogram(np.clip(s["blur"], 0, cfg.sigma_max), bins=edges)[0]
+            w.add(s)
+            _report(1)
+    return _entry(job, path, hist, rendered=True)
+
+
+def _entry(job, path, hist, rendered):
+    return {
+        "index": job.index,
+        "split": job.split,
+        "path": job.path,
+        "count": len(job.items),
+        "bytes": os.path.getsize(path),
+        "sha256": sha256_file(path),
+        "keys": [k for k, _, _ in job.items],
+        "invariant": [bool(i) for _, i, _ in job.items],
+        "hist": [int(x) for x in hist],
+        "rendered": rendered,
+        "pid": os.getpid(),
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+
+
+def _existing_ok(path, job: ShardJob) -> bool:
+    """True if ``path`` is a complete shard of exactly this job (same build_id, keys, counts)."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        import h5py
+
+        from bsrdata.shards import check_shard
+
+        with h5py.File(path, "r") as f:
+            meta = check_shard(f, path)
+            bid = f.attrs.get("build_id")
+        bid = bid.decode() if isinstance(bid, bytes) else bid
+        return (bid == job.build_id and meta["n"] == len(job.items)
+                and meta["keys"] == [k for k, _, _ in job.items])
+    except (OSError, BsrError, KeyError, ValueError):
+        return False
+
+
+def _hist_of_file(path, sigma_max):
+    import h5py
+
+    edges = sigma_edges(sigma_max)
+    hist = np.zeros(N_HIST, dtype=np.int64)
+    with h5py.File(path, "r") as f:
+        for i in range(f["blur"].shape[0]):
+            hist += np.histogram(np.clip(f["blur"][i], 0, sigma_max), bins=edges)[0]
+    return hist
+
+
+# ------------------------------------------------------------------------------------------ build
+def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_size: int = 32, limit=None,
+                  shard="1/1", recipe=None, progress=None, *, with_depth: bool = False, n_groups: int = 5,
+                  grouped=("test",), mp_context: str | None = None, source_files=None) -> dict:
+    """Build ``source`` into ``out_dir`` and return the summary dict.
+
+    Args:
+        source: a source object (API.md). cfg: :class:`bsrdata.degrade.DegradeConfig`. seed: int.
+        workers: processes (1 = in this process). shard_size: renderings per shard.
+        limit: keep only the first ``limit`` keys of every split. shard: ``"K/N"`` slice.
+        recipe: dict stored in the manifest; without ``limit`` its ``expected`` counts are checked against
+            the plan before anything is rendered (and again by verify).
+        progress: ``callable(done, total)`` called as renderings finish (in this process).
+        with_depth: also store the (cleaned) depth in metres.
+
+    Returns:
+        summary: {"splits": {split: {"images", "renderings", "invariant", "shards"}}, "groups": {...},
+        "sigma_hist": {"edges", "fraction"}, "seconds", "rendered_shards", "skipped_shards",
+        "workers_peak_rss_mb": {pid: MB}, "manifest": path}.
+    """
+    from bsrdata import GENERATOR_VERSION
+    from bsrdata.degrade import DegradeConfig
+    from bsrdata.plan import make_plan
+
+    t0 = time.time()
+    if not isinstance(cfg, DegradeConfig):
+        raise BsrError("cfg: expected a DegradeConfig")
+    if int(workers) < 1:
+        raise BsrError(f"--workers: must be >= 1, got {workers}")
+    k_part, n_part = parse_shard(shard)
+    out = _check_out_dir(out_dir)
+    mname = NAME if n_part == 1 else part_manifest_name(k_part, n_part)
+    mpath = os.path.join(out, mname)
+    if os.path.exists(mpath):
+        os.remove(mpath)  # a rebuild in progress must never look complete
+    splits = _splits_with_limit(source, limit)
+    plan = make_plan(splits, seed, n_groups=n_groups, grouped=grouped)
+    if recipe is not None and limit is None:
+        from bsrdata.recipes import check_counts
+
+        check_counts(recipe, plan.counts())
+    labelled = {}
+    for split, keys in splits.items():
+        labelled[split] = source.num_classes is not None and source.load(keys[0]).seg is not None
+    jobs = plan_shards(plan, shard_size, labelled)
+    attrs = cfg.to_attrs()
+    attrs["num_classes"] = -1 if source.num_classes is None else int(source.num_classes)
+    src_name = getattr(source, "name", type(source).__name__)
+    for j in jobs:
+        j.build_id = _build_id(j, attrs, seed, src_name, with_depth)
+    mine = [j for j in jobs if j.index % n_part == k_part - 1]
+    total = sum(len(j.items) for j in mine)
+
+    done = [0]
+
+    def tick(n):
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    results = {}
+    todo = []
+    for j in mine:
+        path = os.path.join(out, j.path)
+        if _existing_ok(path, j):
+            results[j.index] = _entry(j, path, _hist_of_file(path, cfg.sigma_max), rendered=False)
+            tick(len(j.items))
+        else:
+            todo.append(j)
+    ctx = {"source": source, "cfg": cfg, "seed": int(seed), "out": out, "with_depth": bool(with_depth),
+           "attrs": attrs}
+    if progress is not None:
+        progress(done[0], total)
+    if todo and int(workers) == 1:
+        _init_worker(dict(ctx, callback=tick))
+        try:
+            for j in todo:
+                results[j.index] = _render_shard(j)
+        finally:
+            _W.clear()
+    elif todo:
+        _run_pool(todo, ctx, int(workers), results, tick, mp_context)
+
+    # ----------------------------------------------------------------- manifest (last, atomic)
+    entries = [results[j.index] for j in mine]
+    hist = np.sum([e["hist"] for e in entries], axis=0) if entries else np.zeros(N_HIST, np.int64)
+    man_splits = {}
+    for split in plan.items:
+        sh = [e for e in entries if e["split"] == split]
+        man_splits[split] = {
+            "shards": [{k: e[k] for k in ("path", "count", "bytes", "sha256", "keys", "invariant")} for e in sh],
+            "count": sum(e["count"] for e in sh),
+            "images": len(splits[split]),
+            "planned_shards": sum(1 for j in jobs if j.split == split),
+            "planned_count": len(plan.items[split]),
+        }
+    where = {}
+    for j in jobs:
+        for i, (k, inv, _) in enumerate(j.items):
+            where[(j.split, k, inv)] = (j.path, i)
+    groups = {}
+    for g, members in plan.groups.items():
+        groups[str(g)] = [{"key": k, "invariant": bool(inv), "shard": where[(plan.test_split, k, inv)][0],
+                           "index": where[(plan.test_split, k, inv)][1]} for k, inv in members]
+    seconds = time.time() - t0
+    counts = plan.counts()
+    summary = {
+        "splits": {s: dict(counts["splits"][s], shards=len(man_splits[s]["shards"]),
+                           stored=man_splits[s]["count"]) for s in plan.items},
+        "groups": counts["groups"],
+        "sigma_hist": {"edges": [float(x) for x in sigma_edges(cfg.sigma_max)],
+                       "fraction": [float(x) for x in (hist / max(1, hist.sum()))]},
+        "seconds": seconds,
+        "rendered_shards": sum(1 for e in entries if e["rendered"]),
+        "skipped_shards": sum(1 for e in entries if not e["rendered"]),
+        "workers_peak_rss_mb": {str(e["pid"]): e["maxrss_mb"] for e in entries if e["rendered"]},
+    }
+    manifest = {
+        "format": FORMAT,
+        "generator_version": GENERATOR_VERSION,
+        "recipe": recipe,
+        "attrs": attrs,
+        "source": {"name": src_name, "num_classes": source.num_classes, "files_sha256": source_files},
+        "seed": int(seed),
+        "limit": None if limit is None else int(limit),
+        "with_depth": bool(with_depth),
+        "shard_size": int(shard_size),
+        "part": None if n_part == 1 else f"{k_part}/{n_part}",
+        "complete": n_part == 1,
+        "splits": man_splits,
+        "groups": groups,
+        "plan_id": hashlib.sha256(json.dumps([j.build_id for j in jobs]).encode()).hexdigest(),
+        "summary": {k: v for k, v in summary.items() if k != "workers_peak_rss_mb"},
+    }
+    write_json_atomic(mpath, manifest)
+    summary["manifest"] = mpath
+    return summary
+
+
+def _run_pool(todo, ctx, workers, results, tick, mp_context):
+    method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    mctx = mp.get_context(method)
+    q = mctx.Queue()
+    ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mctx, initializer=_init_worker,
+                                initargs=(dict(ctx, queue=q),))
+    futs = {}
+    try:
+        futs = {ex.submit(_render_shard, j): j for j in todo}
+        pending = set(futs)
+        while pending:
+            finished, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+            _drain(q, tick)
+            for fut in finished:
+                results[futs[fut].index] = fut.result()
+        _drain(q, tick)
+    except cf.process.BrokenProcessPool:
+        raise BsrError("build: a worker process died; finished shards are kept, rerun the same command to "
+                       "resume") from None
+    finally:
+        for fut in futs:
+            fut.cancel()
+        ex.shutdown(wait=True, cancel_futures=True)
+        q.close()
+
+
+def _drain(q, tick):
+    while True:
+        try:
+            n = q.get_nowait()
+        except (queue_mod.Empty, OSError, ValueError):
+            return
+        tick(n)
+
+
+# ------------------------------------------------------------------------------------------ merge
+def _find_part_manifests(part):
+    part = os.fspath(part)
+    if os.path.isfile(part):
+        return [part]
+    if not os.path.isdir(part):
+        raise BsrError(f"{part}: no such folder or manifest")
+    found = sorted(os.path.join(part, n) for n in os.listdir(part) if re.fullmatch(r"manifest-part-\d+-of-\d+\.json", n))
+    if not found:
+        if os.path.isfile(os.path.join(part, NAME)):
+            return [os.path.join(part, NAME)]
+        raise BsrError(f"{part}: no part manifest (manifest-part-K-of-N.json) found")
+    return found
+
+
+def merge(out, parts) -> dict:
+    """Join slices built with ``--shard K/N`` (folders or part manifest files) into one dataset at ``out``.
+
+    Checks that every part comes from the same plan (seed, config, source, keys), that together they hold
+    every planned shard, and that each shard file matches its part's sha256; copies (hard-links when
+    possible) shard files into ``out`` and writes ``out/manifest.json`` last. Returns the manifest.
+    """
+    import json as _json
+
+    if not parts:
+        raise BsrError("merge: no parts given")
+    out = _check_out_dir(out)
+    mans = []
+    for p in parts:
+        for mp_ in _find_part_manifests(p):
+            try:
+                with open(mp_, encoding="utf-8") as f:
+                    m = _json.load(f)
+            except (OSError, ValueError) as exc:
+                raise BsrError(f"{mp_}: unreadable manifest ({exc})") from None
+            from bsrdata.manifest import validate_manifest
+
+            validate_manifest(m, mp_)
+            mans.append((os.path.dirname(os.path.abspath(mp_)), mp_, m))
+    ref = mans[0][2]
+    for _, mp_, m in mans[1:]:
+        if m.get("plan_id") != ref.get("plan_id"):
+            raise BsrError(f"{mp_}: comes from a different build (seed, config, source or keys differ)")
+    final = os.path.join(out, NAME)
+    if os.path.exists(final):
+        os.remove(final)
+    shards = {}
+    for root, mp_, m in mans:
+        for split, s in m["splits"].items():
+            for sh in s["shards"]:
+                if sh["path"] in shards:
+                    continue
+                src = os.path.join(root, sh["path"])
+                dst = os.path.join(out, sh["path"])
+                if not os.path.isfile(src):
+                    raise BsrError(f"{src}: shard listed in {os.path.basename(mp_)} is missing")
+                if os.path.abspath(src) != os.path.abspath(dst):
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    tmp = dst + ".tmp"
+                    if os.path.exists(tmp):
+                        os.remove(tmp)
+                    try:
+                        os.link(src, tmp)
+                    except OSError:
+                        shutil.copyfile(src, tmp)
+                    os.replace(tmp, dst)
+                if sha256_file(dst) != sh["sha256"]:
+                    raise BsrError(f"{src}: sha256 differs from {os.path.basename(mp_)} (corrupt shard)")
+                shards[sh["path"]] = (split, sh)
+    merged = dict(ref)
+    merged["part"] = None
+    merged["complete"] = True
+    new_splits = {}
+    for split, s in ref["splits"].items():
+        lst = sorted((sh for sp, sh in shards.values() if sp == split), key=lambda sh: sh["path"])
+        if len(lst) != s.get("planned_shards", len(lst)):
+            raise BsrError(f"merge: split '{split}' has {len(lst)} of {s.get('planned_shards')} shards; "
+                           "a part is missing")
+        new_splits[split] = dict(s, shards=lst, count=sum(sh["count"] for sh in lst))
+    merged["splits"] = new_splits
+    hist = np.zeros(N_HIST)
+    tot = 0.0
+    for _, _, m in mans:
+        sm = m.get("summary", {})
+        fr = np.asarray(sm.get("sigma_hist", {}).get("fraction", np.zeros(N_HIST)), float)
+        w = sum(sh.get("count", 0) for s in m["splits"].values() for sh in s["shards"])
+        hist += fr * w
+        tot += w
+    summary = dict(ref.get("summary", {}))
+    summary["sigma_hist"] = dict(summary.get("sigma_hist", {}), fraction=[float(x) for x in hist / max(tot, 1)])
+    summary["seconds"] = float(sum(m.get("summary", {}).get("seconds", 0.0) for _, _, m in mans))
+    summary["merged_parts"] = len(mans)
+    merged["summary"] = summary
+    write_manifest(out, merged)
+    return merged
+
+
+def expected_from_recipe(recipe) -> dict | None:
+    """The recipe's ``expected`` block, or None."""
+    if isinstance(recipe, dict) and isinstance(recipe.get("expected"), dict):
+        return recipe["expected"]
+    return None
+
+
+__all__ = ["build_dataset", "merge", "parse_shard", "plan_shards", "ShardJob", "read_manifest"]
