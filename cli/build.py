@@ -30,7 +30,8 @@ def _common(f):
                      help="Layered: zero the colour where the blurred mask is floored (no overshoot)."),
         click.option("--shard", "shard", default="1/1", show_default=True,
                      help="Build only slice K/N (merge slices with `bsr merge`)."),
-        click.option("--shard-size", default=32, show_default=True, type=int, help="Renderings per shard file."),
+        click.option("--shard-size", default=None, type=int,
+                     help="Renderings per shard file (default 32; demo 16)."),
         click.option("--with-depth", is_flag=True, help="Also store depth (metres)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
@@ -85,7 +86,7 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
             bar.update(done - bar.n)
     try:
         summary = build_dataset(source, kw["out"], cfg, seed=seed, workers=kw["workers"],
-                                shard_size=kw["shard_size"], limit=kw["limit"], shard=kw["shard"], recipe=recipe,
+                                shard_size=kw["shard_size"] or 32, limit=kw["limit"], shard=kw["shard"], recipe=recipe,
                                 progress=progress, with_depth=kw["with_depth"], source_files=source_files,
                                 grouped=grouped, n_groups=n_groups)
     finally:
@@ -140,6 +141,8 @@ def demo(n_train, n_test, size, middlebury, **kw):
     src = demo_source(n_train=n_train, n_test=n_test, size=(h, w), seed=0 if kw["seed"] is None else kw["seed"],
                       middlebury=middlebury)
     kw["with_depth"] = True  # the demo always stores depth (the preview shows it)
+    if kw["shard_size"] is None:
+        kw["shard_size"] = 16  # small shards keep both workers busy on a small dataset
     _run(src, kw)
 
 
