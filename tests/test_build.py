@@ -1,0 +1,143 @@
+"""build_dataset: worker-count independence, resume after a failure or a killed worker, --shard + merge."""
+
+import json
+import os
+
+import pytest
+
+import bsrdata
+from bsrdata.build import build_dataset, merge, parse_shard
+from bsrdata.degrade import DegradeConfig
+from bsrdata.errors import BsrError
+from bsrdata.manifest import sha256_file
+from bsrdata.sources.synthetic import SyntheticSource
+
+CFG = DegradeConfig(renderer="gather")
+
+
+def _src():
+    return SyntheticSource(n_train=6, n_test=10, size=(32, 48), seed=3)
+
+
+def _shas(root):
+    m = json.load(open(os.path.join(root, "manifest.json")))
+    return {sh["path"]: sh["sha256"] for s in m["splits"].values() for sh in s["shards"]}, m
+
+
+class FailingSource(SyntheticSource):
+    """Raises on one key: an interrupted build."""
+
+    def __init__(self, bad, mode="raise", **kw):
+        super().__init__(**kw)
+        self.bad, self.mode = bad, mode
+
+    def load(self, key):
+        if key == self.bad:
+            if self.mode == "exit" and os.getpid() != self.parent:
+                os._exit(3)  # a worker killed mid-shard
+            raise BsrError(f"{key}: simulated failure")
+        return super().load(key)
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    root = tmp_path_factory.mktemp("whole")
+    s = build_dataset(_src(), root, CFG, seed=9, workers=1, shard_size=3)
+    return root, s
+
+
+def test_whole_build(whole):
+    root, s = whole
+    shas, m = _shas(root)
+    assert s["splits"]["train"]["renderings"] == 6 and s["splits"]["test"]["renderings"] == 10 + 10
+    assert len(shas) == 2 + 7 and m["complete"] and s["rendered_shards"] == 9
+    assert abs(sum(s["sigma_hist"]["fraction"]) - 1) < 1e-9
+    g = bsrdata.open_dataset(root, "test", group=4)
+    assert len(g) == 10 and sum(g.invariant) == 2
+    assert sum(bsrdata.open_dataset(root, "train").invariant) == 1
+
+
+def test_two_workers_byte_identical(whole, tmp_path):
+    root, _ = whole
+    seen = []
+    build_dataset(_src(), tmp_path, CFG, seed=9, workers=2, shard_size=3, progress=lambda d, t: seen.append((d, t)))
+    a, ma = _shas(root)
+    b, mb = _shas(tmp_path)
+    assert a == b and ma["groups"] == mb["groups"]
+    assert seen[-1] == (26, 26) and all(x[0] <= y[0] for x, y in zip(seen, seen[1:]))
+
+
+def _assert_no_dataset(root):
+    assert not os.path.exists(os.path.join(root, "manifest.json"))
+    for dp, _, fs in os.walk(root):
+        assert not [f for f in fs if f.endswith(".tmp")], fs
+
+
+@pytest.mark.parametrize("workers, mode", [(1, "raise"), (2, "exit")])
+def test_interrupted_build_resumes(whole, tmp_path, workers, mode):
+    bad = "synth-test-0006"
+    src = FailingSource(bad, mode, n_train=6, n_test=10, size=(32, 48), seed=3)
+    src.parent = os.getpid()
+    with pytest.raises(BsrError) as e:
+        build_dataset(src, tmp_path, CFG, seed=9, workers=workers, shard_size=3)
+    assert ("simulated failure" in str(e.value)) if mode == "raise" else ("worker process died" in str(e.value))
+    _assert_no_dataset(tmp_path)
+    done = {os.path.relpath(os.path.join(dp, f), tmp_path): os.stat(os.path.join(dp, f)).st_mtime_ns
+            for dp, _, fs in os.walk(tmp_path) for f in fs if f.endswith(".h5")}
+    assert done  # some shards finished before the failure
+    s = build_dataset(_src(), tmp_path, CFG, seed=9, workers=workers, shard_size=3)
+    assert s["skipped_shards"] == len(done) and s["rendered_shards"] == 9 - len(done)
+    for rel, t in done.items():
+        assert os.stat(os.path.join(tmp_path, rel)).st_mtime_ns == t  # never re-rendered
+    assert _shas(tmp_path)[0] == _shas(whole[0])[0]
+
+
+def test_changed_config_rebuilds(whole, tmp_path):
+    build_dataset(_src(), tmp_path, CFG, seed=9, shard_size=3, limit=2)
+    s = build_dataset(_src(), tmp_path, CFG, seed=10, shard_size=3, limit=2)
+    assert s["skipped_shards"] == 0  # another seed: nothing reused
+
+
+def test_shard_slices_and_merge(whole, tmp_path):
+    parts = []
+    for k in (1, 2, 3):
+        d = tmp_path / f"p{k}"
+        build_dataset(_src(), d, CFG, seed=9, shard_size=3, shard=f"{k}/3")
+        assert not (d / "manifest.json").exists() and (d / f"manifest-part-{k}-of-3.json").exists()
+        parts.append(d)
+    with pytest.raises(BsrError, match="part is missing"):
+        merge(tmp_path / "m0", parts[:2])
+    merge(tmp_path / "m", parts)
+    a, ma = _shas(whole[0])
+    b, mb = _shas(tmp_path / "m")
+    assert a == b and ma["groups"] == mb["groups"] and mb["complete"]
+    assert len(bsrdata.open_dataset(tmp_path / "m", "test", group=1)) == 10
+    # slices built into one shared folder merge in place
+    shared = tmp_path / "shared"
+    for k in (1, 2):
+        build_dataset(_src(), shared, CFG, seed=9, shard_size=3, shard=f"{k}/2")
+    merge(shared, [shared])
+    assert _shas(shared)[0] == a
+    # a part from another build is refused
+    other = tmp_path / "other"
+    build_dataset(_src(), other, CFG, seed=8, shard_size=3, shard="2/3")
+    with pytest.raises(BsrError, match="different build"):
+        merge(tmp_path / "m2", [parts[0], other])
+
+
+def test_bad_arguments(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(BsrError, match="--out"):
+        build_dataset(_src(), f / "sub", CFG)
+    with pytest.raises(BsrError, match="--out"):
+        build_dataset(_src(), f, CFG)
+    for spec in ("3/2", "0/1", "a/b", "1-2"):
+        with pytest.raises(BsrError, match="--shard"):
+            parse_shard(spec)
+    with pytest.raises(BsrError, match="--workers"):
+        build_dataset(_src(), tmp_path / "o", CFG, workers=0)
+    recipe = {"name": "x", "version": "1", "expected": {"splits": {"train": 795, "test": 654}}}
+    with pytest.raises(BsrError, match="795"):
+        build_dataset(_src(), tmp_path / "r", CFG, recipe=recipe)
+    assert not list((tmp_path / "r").glob("*/*.h5"))
