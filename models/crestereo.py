@@ -279,8 +279,12 @@ class GroupCorrelation:
         right = sample_pixels(self.fmap2, self.xs + flow[:, 0], self.ys + flow[:, 1])
         ry, rx = (1, 1) if small_patch else (0, 4)
         padded = F.pad(right, (rx, rx, ry, ry), mode="replicate")
-        shifts = [padded[:, :, ry + dy:ry + dy + h, rx + dx:rx + dx + w] for dx, dy in window_offsets(small_patch)]
-        return self._grouped_mean(torch.stack(shifts, dim=2))
+        left = self.fmap1.reshape(n, GROUPS, c // GROUPS, h, w)
+        corr = []
+        for dx, dy in window_offsets(small_patch):  # one shift at a time: no 9x copy of the features
+            shifted = padded[:, :, ry + dy:ry + dy + h, rx + dx:rx + dx + w].reshape(n, GROUPS, c // GROUPS, h, w)
+            corr.append((left * shifted).mean(dim=2))
+        return torch.stack(corr, dim=2).reshape(n, GROUPS * SEARCH_NUM, h, w)
 
 
 # ----------------------------------------------------------------------------------------------
