@@ -15,7 +15,7 @@ metres; seg uint8 (480, 640): 40 classes 0..39 (= mapClass - 1), 255 = unlabelle
 Registration border (our decision): the RGB frames carry a thin invalid band along the edges from the
 depth-to-colour registration. We keep the full 480×640 frame (Table 1's HR size, as CMOS does) and
 its RGB unchanged, and inside a band of ``border_px`` pixels (default 8) on every side we set the label
-to 255 (ignored by training and mIoU; the real labels there are 0 = unlabelled anyway) and mark the depth
+to 255 (ignored by training and mIoU: the band's pixels are not real scene content) and mark the depth
 invalid (0), so the renderer takes the depth of the nearest valid pixel inside the frame (optics
 ``clean_depth``) and the band's blur continues the adjacent scene instead of the band's raw values.
 ``border_px=0`` keeps everything as stored in the .mat.
