@@ -349,6 +349,7 @@ def _run_pool(todo, ctx, workers, results, tick, mp_context):
     ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mctx, initializer=_init_worker,
                                 initargs=(dict(ctx, queue=q),))
     futs = {}
+    failed = True
     try:
         futs = {ex.submit(_render_shard, j): j for j in todo}
         pending = set(futs)
@@ -359,13 +360,24 @@ def _run_pool(todo, ctx, workers, results, tick, mp_context):
                 results[futs[fut].index] = fut.result()
         _drain(q, tick)
     except cf.process.BrokenProcessPool:
+        failed = True
         raise BsrError("build: a worker process died; finished shards are kept, rerun the same command to "
                        "resume") from None
+    except BaseException:
+        failed = True
+        raise
+    else:
+        failed = False
     finally:
         for fut in futs:
             fut.cancel()
         ex.shutdown(wait=True, cancel_futures=True)
         q.close()
+        if failed:  # workers stopped mid-shard leave a .tmp of a shard this run owns: remove it
+            for j in todo:
+                tmp = os.path.join(ctx["out"], j.path) + ".tmp"
+                if os.path.exists(tmp):
+                    os.remove(tmp)
 
 
 def _drain(q, tick):
