@@ -237,3 +237,22 @@ def test_export_cli_bad_output(nyu_build, tmp_path):
     res = bsr("export", tmp_path / "nodataset", "--format", "cmos", "--out", tmp_path / "e")
     error_line(res)
     assert not (tmp_path / "e").exists()
+
+
+def test_folder_build_verify_and_bad_depth(tmp_path):
+    truth = fakes.make_folder(tmp_path / "src", splits={"train": 3, "test": 5}, h=24, w=32)
+    out = tmp_path / "out"
+    res = bsr("build", "folder", "--root", tmp_path / "src", "--out", out, "--max-coc", 9, "-q")
+    assert res.returncode == 0, res.stderr
+    assert bsr("verify", out, "--full", "-q").returncode == 0
+    m = check_counts_rule(out, {"train": 3, "test": 5})
+    assert m["attrs"]["num_classes"] == 5
+    s = open_dataset(out, "test", group=1)[0]
+    np.testing.assert_array_equal(s["hr"], truth[s["key"]]["rgb"])
+    np.testing.assert_array_equal(s["seg"], truth[s["key"]]["seg"])
+    from bsrdata.sources.folder import write_png_atomic
+
+    write_png_atomic(tmp_path / "src" / "depth" / "test" / "testimg03.png", np.ones((24, 32), np.uint8))
+    res = bsr("build", "folder", "--root", tmp_path / "src", "--out", tmp_path / "bad", "--max-coc", 9, "-q")
+    assert "testimg03.png" in error_line(res)
+    not_accepted(tmp_path / "bad")
