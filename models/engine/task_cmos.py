@@ -1,0 +1,151 @@
+"""Stage 1: CMOS (blur map + semantics) on the shards; also the single-task variants (``model.name``
+``cmos_blur`` / ``cmos_seg``). Config sections: ``model``, ``data``, ``loss`` (+ the common ``train``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from bsrdata.errors import BsrError
+from models.engine.task import Task
+from models.losses import cmos_loss
+
+CMOS_MODELS = ("cmos", "cmos_blur", "cmos_seg")
+
+
+def dataset_num_classes(manifest: dict):
+    """The class count a built dataset declares (manifest ``source.num_classes`` or ``attrs``), or None."""
+    for sec in ("source", "attrs"):
+        v = (manifest.get(sec) or {}).get("num_classes") if isinstance(manifest.get(sec), dict) else None
+        if isinstance(v, int):
+            return v
+    return None
+
+
+class CMOSTask(Task):
+    name = "cmos"
+    defaults = {
+        "model": {"name": "cmos", "num_classes": 40, "gia": {}, "window": [15, 20], "backbone_weights": None},
+        "data": {"train_split": "train", "val_split": "test", "crop": [480, 640], "hflip": True,
+                 "zoom": [1, 1.2, 1.5], "zoom_rule": "physical"},
+        "loss": {"aux_weight": 0.5, "blur_weight": 1.0, "seg_weight": 1.0},
+    }
+
+    def check_config(self, cfg, where):
+        super().check_config(cfg, where)
+        if cfg["model"]["name"] not in CMOS_MODELS:
+            raise BsrError(f"{where}: model.name must be one of {', '.join(CMOS_MODELS)} for task cmos, "
+                           f"got {cfg['model']['name']!r}")
+        bad = set(cfg["model"]["gia"]) - {"flow", "channel", "spatial"}
+        if bad:
+            raise BsrError(f"{where}: unknown key 'model.gia.{sorted(bad)[0]}' (known: channel, flow, spatial)")
+
+    def build_model(self, cfg):
+        from models.checkpoint import model_kwargs
+        from models.registry import create_model
+
+        kw = model_kwargs(cfg["model"], build=True)
+        kw["window"] = tuple(kw["window"])
+        return create_model(cfg["model"]["name"], **kw)
+
+    def make_dataset(self, cfg, split, train):
+        from bsrdata.dataset import BSRDataset
+
+        d = cfg["data"]
+        if train:
+            return BSRDataset(d["root"], split, crop=d["crop"], hflip=d["hflip"], zoom=tuple(d["zoom"]),
+                              zoom_rule=d["zoom_rule"], seed=cfg["train"]["seed"])
+        return BSRDataset(d["root"], split)
+
+    def check_data(self, cfg, dataset):
+        name = cfg["model"]["name"]
+        if name != "cmos_blur" and not dataset.has_labels:
+            raise BsrError(f"{dataset.root}: split '{dataset.split}' has no segmentation labels, which "
+                           f"{name} needs (train model.name: cmos_blur instead)")
+        n = dataset_num_classes(dataset.view.manifest)
+        if name != "cmos_blur" and n is not None and n != cfg["model"]["num_classes"]:
+            raise BsrError(f"{dataset.root}: dataset has {n} classes, config model.num_classes is "
+                           f"{cfg['model']['num_classes']}")
+
+    def training_step(self, model, batch, cfg=None):
+        lc = (cfg or self.default_config())["loss"]
+        out = model(batch["lr"])
+        return cmos_loss(out, batch["blur"], batch["seg"], aux_weight=lc["aux_weight"],
+                         blur_weight=lc["blur_weight"], seg_weight=lc["seg_weight"])
+
+    @torch.no_grad()
+    def evaluate(self, model, root, cfg, groups, *, split="test", limit=0, progress=None):
+        """Blur-map PSNR/SSIM (÷ σ_max, prediction unclipped; mean over images) and mIoU (%, one confusion
+        matrix per group, 255 ignored) per group, plus ``"avg"`` (mean over groups).
+
+        ``groups``: list of test group numbers, or None for the whole ``split`` (row named after it).
+        A sample shared by several groups (same key and rendering) is predicted once.
+        """
+        return evaluate_cmos(model, root, groups, split=split, limit=limit, progress=progress)
+
+
+def _num_classes(model):
+    return getattr(getattr(model, "module", model), "num_classes", None)
+
+
+@torch.no_grad()
+def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None):
+    from bsrdata.dataset import BSRDataset
+    from bsrdata.metrics import ConfusionMatrix, blur_psnr, blur_ssim
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ncls = _num_classes(model)
+    rows = {}
+    cache = {}
+    try:
+        for g in (groups if groups is not None else [None]):
+            ds = BSRDataset(root, split, group=g)
+            sigma_max = ds.sigma_max
+            n = len(ds) if not limit else min(limit, len(ds))
+            psnrs, ssims = [], []
+            cm = None
+            for i in range(n):
+                it = ds[i]
+                ck = (it["key"], it["invariant"])
+                if ck not in cache:
+                    out = model(it["lr"][None].to(device))
+                    res = {}
+                    if "blur" in out:
+                        pred = out["blur"][0, 0].double().cpu().numpy()
+                        gt = it["blur"][0].double().numpy()
+                        res["psnr"] = blur_psnr(pred, gt, sigma_max)
+                        res["ssim"] = blur_ssim(pred, gt, sigma_max)
+                    seg = it["seg"].numpy()
+                    if "seg" in out and (seg != 255).any():
+                        lab = out["seg"][0].argmax(0).cpu().numpy()
+                        res["cm"] = ConfusionMatrix(ncls).update(lab, seg).matrix
+                    cache[ck] = res
+                    if progress is not None:
+                        progress(1)
+                res = cache[ck]
+                if "psnr" in res:
+                    psnrs.append(res["psnr"])
+                    ssims.append(res["ssim"])
+                if "cm" in res:
+                    cm = res["cm"].copy() if cm is None else cm + res["cm"]
+            row = {"n": n}
+            if psnrs:
+                row["blur_psnr"] = float(np.mean(psnrs))
+                row["blur_ssim"] = float(np.mean(ssims))
+            if cm is not None:
+                c = ConfusionMatrix(ncls)
+                c.matrix = cm
+                row["miou"] = 100.0 * c.miou()
+            rows[str(g) if g is not None else split] = row
+    finally:
+        model.train(was_training)
+    metrics = sorted({k for r in rows.values() for k in r if k != "n"})
+    rows["avg"] = {"n": sum(r["n"] for r in rows.values())}
+    for k in metrics:
+        vals = [r[k] for key, r in rows.items() if key != "avg" and k in r and not math.isnan(r[k])]
+        rows["avg"][k] = float(np.mean(vals)) if vals else math.nan
+    return rows

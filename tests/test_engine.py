@@ -1,0 +1,239 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bsrdata.errors import BsrError
+from engine_fakes import TinyCMOS, TinyTask, small_cfg
+from models import checkpoint
+from models.engine.task import TRAIN_DEFAULTS, merge_config
+from models.engine.task_cmos import CMOSTask
+from models.engine.tasks import TASKS, get_task
+from models.engine.trainer import StreamSampler, lr_at, train
+from models.losses import cmos_loss
+from sr_fakes import make_bench_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("d") / "data")
+    make_bench_dataset(root, n_test=5, n_train=6, h=32, w=40, num_classes=4)
+    return root
+
+
+# ------------------------------------------------------------------------------------ config
+def test_unknown_keys_are_one_line_errors():
+    task = CMOSTask()
+    with pytest.raises(BsrError, match="unknown key 'train.lrr'"):
+        task.config({"train": {"lrr": 1}}, where="x.yaml")
+    with pytest.raises(BsrError, match="x.yaml: unknown key 'optim'"):
+        task.config({"optim": {}}, where="x.yaml")
+    with pytest.raises(BsrError, match="model.gia.flw"):
+        task.config({"model": {"gia": {"flw": False}}})
+    with pytest.raises(BsrError, match="must be a mapping"):
+        task.config({"train": 3})
+    with pytest.raises(BsrError, match="model.name"):
+        task.config({"model": {"name": "rrdb_sft"}})
+    cfg = task.config({"train": {"lr": 2e-4}, "model": {"gia": {"spatial": False}}})
+    assert cfg["train"]["lr"] == 2e-4 and cfg["train"]["betas"] == TRAIN_DEFAULTS["betas"]
+    assert cfg["model"]["gia"] == {"spatial": False} and cfg["data"]["root"] is None
+    assert merge_config({"a": {"b": 1}}, {"a": {"b": 2}}) == {"a": {"b": 2}}
+
+
+def test_task_table():
+    assert TASKS["rrdb-sft"].startswith("models.engine.task_sr:") and TASKS["blind"].startswith("models.engine.task_sr:")
+    assert isinstance(get_task("cmos"), CMOSTask)
+    with pytest.raises(BsrError, match="unknown"):
+        get_task("gan")
+
+
+@pytest.mark.parametrize("name", ["cmos_nyuv2", "cmos_cityscapes", "cmos_cpu_small", "cmos_demo"])
+def test_shipped_configs_are_valid(name):
+    import yaml
+
+    with open(os.path.join(ROOT, "configs", f"{name}.yaml")) as f:
+        cfg = CMOSTask().config(yaml.safe_load(f), where=name)
+    assert cfg["task"] == "cmos"
+
+
+def test_public_settings_in_configs():
+    import yaml
+
+    with open(os.path.join(ROOT, "configs", "cmos_nyuv2.yaml")) as f:
+        c = CMOSTask().config(yaml.safe_load(f))
+    assert (c["train"]["lr"], c["train"]["betas"], c["train"]["warmup"], c["train"]["iterations"],
+            c["train"]["batch_size"]) == (1e-4, [0.9, 0.99], 1000, 70000, 8)
+    assert c["data"]["crop"] == [480, 640] and c["data"]["zoom"] == [1, 1.2, 1.5] and c["model"]["num_classes"] == 40
+    with open(os.path.join(ROOT, "configs", "cmos_cityscapes.yaml")) as f:
+        c = CMOSTask().config(yaml.safe_load(f))
+    assert (c["train"]["warmup"], c["train"]["iterations"], c["model"]["num_classes"]) == (3720, 260000, 19)
+
+
+# ------------------------------------------------------------------------------------ schedule, sampler
+def test_warmup_cosine_schedule():
+    t = dict(TRAIN_DEFAULTS, lr=1.0, warmup=10, iterations=110, min_lr=0.0)
+    assert lr_at(0, t) == pytest.approx(0.1) and lr_at(9, t) == pytest.approx(1.0)
+    assert lr_at(10, t) == pytest.approx(1.0)
+    assert lr_at(60, t) == pytest.approx(0.5)
+    assert lr_at(110, t) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(35, t) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+    assert lr_at(50, dict(t, schedule="constant")) == 1.0
+
+
+def test_sampler_resumes_and_splits_ranks():
+    full = StreamSampler(10, 2, seed=3)
+    it = iter(full)
+    batches = [next(it) for _ in range(12)]  # 5 per epoch -> crosses epochs
+    assert {i for _, i in sum(batches[:5], [])} == set(range(10))
+    assert batches[5][0][0] == 1 and batches[0] != batches[5]
+    it2 = iter(StreamSampler(10, 2, seed=3, start=7))
+    assert [next(it2) for _ in range(5)] == batches[7:12]
+    r0, r1 = StreamSampler(9, 2, seed=1, rank=0, world=2), StreamSampler(9, 2, seed=1, rank=1, world=2)
+    a, b = next(iter(r0)) + next(iter(r1)), r0.epoch_indices(0) + r1.epoch_indices(0)
+    assert len(set(i for _, i in a)) == 4 and set(b) == set(range(9))
+    with pytest.raises(BsrError, match="batch"):
+        StreamSampler(3, 4, seed=0)
+
+
+# ------------------------------------------------------------------------------------ loss
+def test_cmos_loss_hand_computed():
+    rng = np.random.default_rng(0)
+    n, c, h, w = 2, 3, 2, 3
+    out = {k: torch.tensor(rng.normal(size=s), dtype=torch.float32) for k, s in
+           (("blur", (n, 1, h, w)), ("aux_blur", (n, 1, h, w)), ("seg", (n, c, h, w)), ("aux_seg", (n, c, h, w)))}
+    blur = torch.tensor(rng.uniform(0, 5, size=(n, 1, h, w)), dtype=torch.float32)
+    seg = torch.tensor(rng.integers(0, c, size=(n, h, w)))
+    seg[0, 0, :] = 255
+
+    def ce(logits):
+        z = logits.double().numpy()
+        lse = np.log(np.exp(z).sum(1))
+        tot, cnt = 0.0, 0
+        for b in range(n):
+            for y in range(h):
+                for x in range(w):
+                    g = int(seg[b, y, x])
+                    if g != 255:
+                        tot += lse[b, y, x] - z[b, g, y, x]
+                        cnt += 1
+        return tot / cnt
+
+    def l1(p):
+        return float(np.abs(p.double().numpy() - blur.double().numpy()).mean())
+
+    expect = l1(out["blur"]) + ce(out["seg"]) + 0.5 * (l1(out["aux_blur"]) + ce(out["aux_seg"]))
+    total, parts = cmos_loss(out, blur, seg)
+    assert float(total) == pytest.approx(expect, rel=1e-5)
+    assert parts["ce"] == pytest.approx(ce(out["seg"]), rel=1e-5)
+    total, _ = cmos_loss(out, blur, seg, aux_weight=1.0)
+    assert float(total) == pytest.approx(expect + 0.5 * (l1(out["aux_blur"]) + ce(out["aux_seg"])), rel=1e-5)
+    total, parts = cmos_loss(out, blur, torch.full_like(seg, 255))
+    assert parts["ce"] == 0.0 and math.isfinite(float(total))
+    only_blur = {k: v for k, v in out.items() if "blur" in k}
+    total, parts = cmos_loss(only_blur, blur, None)
+    assert set(parts) == {"l1", "aux_l1"}
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def test_checkpoint_round_trip_and_mismatch(tmp_path):
+    torch.manual_seed(0)
+    m = TinyCMOS(num_classes=4, bn=True)
+    m.body[1].running_mean.uniform_()
+    cfg = {"model": {"name": "tiny_cmos_test", "num_classes": 4, "bn": True}, "note": "x"}
+    checkpoint.save(tmp_path / "ck", m, cfg)
+    m2, cfg2 = checkpoint.load(tmp_path / "ck")
+    assert cfg2 == cfg and not m2.training
+    for (k, v), (k2, v2) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    x = torch.rand(1, 3, 4, 5)
+    m.eval()
+    assert torch.equal(m(x)["blur"], m2(x)["blur"])
+    # another class count in config.json -> one-line error
+    cfg["model"]["num_classes"] = 5
+    with open(tmp_path / "ck" / "config.json", "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(BsrError, match="do not fit"):
+        checkpoint.load(tmp_path / "ck")
+    with pytest.raises(BsrError, match="not a checkpoint"):
+        checkpoint.load(tmp_path / "nothing")
+
+
+def test_real_cmos_checkpoint_round_trip(tmp_path):
+    from models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("cmos_blur", num_classes=4).eval()
+    checkpoint.save(tmp_path / "ck", m, {"model": {"name": "cmos_blur", "num_classes": 4, "backbone_weights": "/x"}})
+    m2, _ = checkpoint.load(tmp_path / "ck")
+    x = torch.rand(1, 3, 8, 10)
+    with torch.no_grad():
+        assert torch.equal(m(x)["blur"], m2(x)["blur"])
+
+
+# ------------------------------------------------------------------------------------ training loop
+def _params(run):
+    m, _ = checkpoint.load(os.path.join(run, "last"))
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def test_train_writes_run_and_learns_something(tmp_path, data):
+    task = TinyTask()
+    cfg = small_cfg(task, iterations=6, val_every=3)
+    res = train(task, cfg, data, tmp_path / "run", progress=False)
+    assert res["iterations"] == 6
+    run = tmp_path / "run"
+    for f in ("config.json", "log.csv", "val.csv", "metrics.json", "last/model.safetensors", "last/state.pt"):
+        assert (run / f).exists(), f
+    rows = (run / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,lr,loss,l1,aux_l1,ce,aux_ce") and len(rows) == 7
+    val = (run / "val.csv").read_text().splitlines()
+    assert val[0].startswith("iteration,group") and len(val) == 1 + 2 * 2  # group 1 + avg, at 3 and 6
+    assert json.loads((run / "config.json").read_text())["data"]["root"] == os.path.abspath(data)
+
+
+def test_resume_equals_uninterrupted(tmp_path, data):
+    task = TinyTask()
+    cfg = small_cfg(task, iterations=5, ckpt_every=100)
+    train(task, cfg, data, tmp_path / "a", progress=False)
+    train(task, cfg, data, tmp_path / "b", progress=False, stop_after=2)
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["iteration"] == 2
+    with pytest.raises(BsrError, match="--resume"):
+        train(task, cfg, data, tmp_path / "b", resume=False, progress=False)
+    train(task, cfg, data, tmp_path / "b", resume=True, progress=False)
+    a, b = _params(tmp_path / "a"), _params(tmp_path / "b")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == 1 + 5
+    other = small_cfg(task, iterations=5)
+    other["model"]["num_classes"] = 5
+    with pytest.raises(BsrError, match="checkpoint is"):
+        train(task, other, data, tmp_path / "b", resume=True, progress=False)
+
+
+def test_multitask_needs_labels(tmp_path):
+    from test_torch_dataset import make_coord_dataset
+
+    root = make_coord_dataset(str(tmp_path / "nolab"), labels=False)
+    task = TinyTask()
+    with pytest.raises(BsrError, match="no segmentation labels"):
+        train(task, small_cfg(task), root, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "last").exists()
+
+
+def test_cli_bad_config_and_labels(tmp_path, data):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  iterationz: 3\n")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-m", "cli.main", "train", "cmos", "--data", data, "--config", str(bad),
+                        "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 1 and "unknown key 'train.iterationz'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    r = subprocess.run([sys.executable, "-m", "cli.main", "train", "nope", "--data", data, "--out", str(tmp_path / "r")],
+                       capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 1 and "unknown 'nope'" in r.stderr
