@@ -77,7 +77,7 @@ def nyu_build(tmp_path_factory):
     rec = small_recipe(base / "nyu-small.json", "nyuv2-bsr-1.0", {"train": 10, "test": 10}, (48, 64))
     out = base / "out"
     res = bsr("build", "nyuv2", "--mat", f["mat"], "--splits", f["splits"], "--class-map", f["class_map"],
-              "--recipe", rec, "--out", out, "--workers", 1, "--shard-size", 6, "-q")
+              "--recipe", rec, "--out", out, "--workers", 2, "--shard-size", 6, "-q")
     assert res.returncode == 0, res.stderr
     return f, out, base
 
