@@ -342,8 +342,23 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     return summary
 
 
+def _warm_up(cfg):
+    """Run the configured renderer once on a tiny frame so numba compiles (or loads its cache) here, before
+    the workers fork: they inherit the compiled code instead of each compiling it."""
+    from bsrdata.degrade import synthesize
+    from bsrdata.sources.base import Record
+
+    s = cfg.scale
+    h = w = 4 * s
+    z = np.ones((h, w), np.float32)
+    z[:, w // 2:] = 3.0
+    synthesize(Record("warm-up", np.zeros((h, w, 3), np.uint8), z, None), cfg, 0, False)
+
+
 def _run_pool(todo, ctx, workers, results, tick, mp_context):
     method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    if method == "fork":
+        _warm_up(ctx["cfg"])
     mctx = mp.get_context(method)
     q = mctx.Queue()
     ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mctx, initializer=_init_worker,

@@ -11,8 +11,8 @@ One file per shard, N samples of one split, all of one size (H, W). Datasets, N 
 - ``params`` UTF-8 JSON strings (N,): the per-sample parameters (focus, focal length, aperture, IVA σ, seeds)
 - file attributes ``scale, max_coc, sigma_max, renderer, downsample, noise, generator_version`` (+ others).
 
-Chunked one sample per chunk, gzip-compressed with the byte-shuffle filter, no timestamps (so equal
-content gives equal bytes). Written to ``path + ".tmp"``, fsynced, renamed: a file under its final name is
+Chunked one sample per chunk; ``hr``/``lr`` LZF-compressed (h5py's built-in filter, fast to decode),
+the maps gzip level 1; no timestamps (so equal content gives equal bytes). Written to ``path + ".tmp"``, fsynced, renamed: a file under its final name is
 always complete.
 """
 
@@ -27,7 +27,15 @@ import numpy as np
 from bsrdata.errors import BsrError
 
 REQUIRED_ATTRS = ("scale", "max_coc", "sigma_max", "renderer", "downsample", "noise", "generator_version")
-COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+# Per dataset: colour uses LZF (h5py's built-in filter; decodes ~3x faster than gzip on photos, which gzip
+# shrinks by only ~15 %), the maps use gzip level 1 (they shrink 10-60x). Measured on 640x480 frames.
+COMPRESSION = {
+    "hr": {"compression": "lzf"},
+    "lr": {"compression": "lzf"},
+    "blur": {"compression": "gzip", "compression_opts": 1},
+    "seg": {"compression": "gzip", "compression_opts": 1},
+    "depth": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+}
 
 
 def _h5py():
@@ -100,14 +108,16 @@ class ShardWriter:
         f, n = self.f, self.n
         h, w = hr_shape
         lh, lw = lr_shape
-        kw = dict(track_times=False, **COMPRESSION)
-        f.create_dataset("hr", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3), **kw)
-        f.create_dataset("lr", (n, lh, lw, 3), np.uint8, chunks=(1, lh, lw, 3), **kw)
-        f.create_dataset("blur", (n, h, w), np.float32, chunks=(1, h, w), **kw)
+        def kw(name):
+            return dict(track_times=False, **COMPRESSION[name])
+
+        f.create_dataset("hr", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3), **kw("hr"))
+        f.create_dataset("lr", (n, lh, lw, 3), np.uint8, chunks=(1, lh, lw, 3), **kw("lr"))
+        f.create_dataset("blur", (n, h, w), np.float32, chunks=(1, h, w), **kw("blur"))
         if self.with_seg:
-            f.create_dataset("seg", (n, h, w), np.uint8, chunks=(1, h, w), **kw)
+            f.create_dataset("seg", (n, h, w), np.uint8, chunks=(1, h, w), **kw("seg"))
         if self.with_depth:
-            f.create_dataset("depth", (n, h, w), np.float32, chunks=(1, h, w), **kw)
+            f.create_dataset("depth", (n, h, w), np.float32, chunks=(1, h, w), **kw("depth"))
         sdt = h5py.string_dtype("utf-8")
         f.create_dataset("key", (n,), sdt, track_times=False)
         f.create_dataset("invariant", (n,), np.bool_, track_times=False)
