@@ -204,7 +204,8 @@ def _validate(task, model, cfg, dist):
 
 def train(task, cfg: dict, data_root, out_dir, resume: bool = True, *, progress: bool = True, device=None,
           stop_after: int = 0, time_limit: float = 0.0):
-    """Train ``task``'s model as configured; returns ``{"iterations", "checkpoint", "val"}``.
+    """Train ``task``'s model as configured; returns ``{"iterations", "checkpoint", "val", "model"}``
+    (``model``: the trained network of this process, unwrapped from DDP).
 
     ``stop_after`` (iterations) / ``time_limit`` (seconds): end this call early (a checkpoint is written and
     validation runs; the schedule still assumes ``train.iterations``, so ``--resume`` continues exactly).
@@ -270,7 +271,7 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
     total = int(t["iterations"])
     end = min(total, start + int(stop_after)) if stop_after else total
     if start >= end:
-        return {"iterations": start, "checkpoint": last, "val": None}
+        return {"iterations": start, "checkpoint": last, "val": None, "model": model}
     log = val_log = bar = None
     if dist.main:
         os.makedirs(out_dir, exist_ok=True)
@@ -336,4 +337,4 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
             if x is not None:
                 x.close()
         del loader
-    return {"iterations": it, "checkpoint": last, "val": val_rows}
+    return {"iterations": it, "checkpoint": last, "val": val_rows, "model": model}
