@@ -7,6 +7,15 @@ from models import create_model
 from models.rrdb_sft import SFTLayer
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small convolutions run faster on one thread when the cores are shared (pytest -n 2)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _count(m):
     return sum(p.numel() for p in m.parameters())
 
@@ -84,3 +93,70 @@ def test_sft_definition():
     x = torch.cat((f, p), 1)
     expected = f * torch.sigmoid(sft.scale(x)) + sft.shift(x)
     assert torch.allclose(sft(f, p), expected)
+
+
+# ------------------------------------------------------------------------------ training stages 2 and 3
+TINY_SR = {"nf": 8, "nb": 1, "gc": 4, "prior_ch": 8, "sft_hidden": 4, "gia_groups": 4}
+TINY_TRAIN = {"iterations": 3, "batch_size": 2, "lr": 1e-3, "workers": 0, "amp": False, "log_every": 1,
+              "val_groups": [1, 2], "val_limit": 2, "ckpt_every": 3, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def sr_data(tmp_path_factory):
+    from sr_fakes import make_bench_dataset
+
+    root = tmp_path_factory.mktemp("sr_train_ds")
+    make_bench_dataset(root, n_test=5, n_train=6, h=32, w=32, num_classes=4)
+    return root
+
+
+def test_stage2_trains_saves_and_evaluates(sr_data, tmp_path):
+    from models import checkpoint
+    from models.engine.tasks import get_task
+    from models.engine.trainer import train
+    from models.rrdb_sft import RRDBSFT
+
+    task = get_task("rrdb-sft")
+    cfg = task.config({"task": "rrdb-sft", "model": {"num_classes": 4, **TINY_SR}, "data": {"crop": 16},
+                       "train": TINY_TRAIN})
+    res = train(task, cfg, sr_data, tmp_path / "run", progress=False)
+    assert res["iterations"] == 3
+    model, saved = checkpoint.load(tmp_path / "run" / "last")
+    assert isinstance(model, RRDBSFT) and model.num_classes == 4
+    val = res["val"]
+    assert set(val) == {"1", "2", "avg"} and val["1"]["n"] == 2
+    assert val["avg"]["psnr"] == pytest.approx((val["1"]["psnr"] + val["2"]["psnr"]) / 2)
+    # a dataset with another class count is refused in one line
+    bad = task.config({"task": "rrdb-sft", "model": {"num_classes": 7, **TINY_SR}, "data": {"crop": 16},
+                       "train": TINY_TRAIN})
+    from bsrdata.errors import BsrError
+
+    with pytest.raises(BsrError, match="4 classes"):
+        train(task, bad, sr_data, tmp_path / "run2", progress=False)
+
+
+def test_stage3_freezes_cmos_and_trains_sr(sr_data, tmp_path):
+    from models import checkpoint, create_model
+    from models.engine.tasks import get_task
+    from models.engine.trainer import train
+
+    torch.manual_seed(0)
+    cmos = create_model("cmos", num_classes=4, window=(4, 4))  # small GIA windows keep the test fast
+    checkpoint.save(tmp_path / "cmos", cmos, {"model": {"name": "cmos", "num_classes": 4, "window": [4, 4]}})
+    sr = create_model("rrdb_sft", num_classes=4, **TINY_SR)
+    checkpoint.save(tmp_path / "sr", sr, {"model": {"name": "rrdb_sft", "num_classes": 4, **TINY_SR}})
+    task = get_task("blind")
+    cfg = task.config({"task": "blind", "init": {"cmos_ckpt": str(tmp_path / "cmos"), "sr_ckpt": str(tmp_path / "sr")},
+                       "data": {"crop": 16, "zoom": [1], "val_split": ""},
+                       "train": {**TINY_TRAIN, "iterations": 2, "ckpt_every": 2}})
+    assert cfg["model"]["num_classes"] == 4 and cfg["model"]["sr_kw"]["nf"] == 8
+    train(task, cfg, sr_data, tmp_path / "blind", progress=False)
+    chain, _ = checkpoint.load(tmp_path / "blind" / "last")
+    # CMOS weights and BN statistics unchanged, SR weights changed
+    got_cmos, got_sr = chain.cmos.state_dict(), chain.sr.state_dict()
+    for k, v in cmos.state_dict().items():
+        assert torch.equal(got_cmos[k], v), k
+    assert any(not torch.equal(got_sr[k], v) for k, v in sr.state_dict().items())
+    chain.train()
+    assert not chain.cmos.training and chain.sr.training
+    assert all(not p.requires_grad for p in chain.cmos.parameters())

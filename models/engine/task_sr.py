@@ -1,0 +1,287 @@
+"""Training tasks of the SR stages (FACTS §7–8): ``rrdb-sft`` (stage 2) and ``blind`` (stage 3).
+
+``RRDBSFTTask``: RRDB-SFT on the ground-truth σ map and segmentation, L1 on the SR image. Augmentation:
+random HR crops (``data.crop``, LR-aligned), horizontal flips and zoom in the dataset, plus a random
+rot90 of each batch (``data.rot90``). ``model.name`` is ``rrdb_sft`` or ``rrdb_sft_noseg`` (Table 6).
+
+``BlindTask``: the chain ``blind_sr``: CMOS (loaded from ``init.cmos_ckpt``, frozen, eval mode with frozen
+BatchNorm) feeds σ and the argmax segmentation to RRDB-SFT (initialised from ``init.sr_ckpt``); L1 on SR.
+
+Both score SR with PSNR/SSIM on Y (:mod:`bsrdata.metrics`, ``eval.crop_border``) per test group, each
+distinct LR image once (:class:`bsrdata.benchmark.BenchData`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bsrdata.errors import BsrError
+from models.engine.task import Task
+
+SR_MODELS = ("rrdb_sft", "rrdb_sft_noseg")
+
+
+def _dataset_classes(root):
+    from bsrdata.manifest import read_manifest
+
+    m = read_manifest(root)
+    n = (m.get("source") or {}).get("num_classes")
+    return int(n) if n else None
+
+
+def _rot90_batch(batch: dict, k: int) -> dict:
+    if k % 4 == 0:
+        return batch
+    out = dict(batch)
+    for name in ("lr", "hr", "blur", "seg"):
+        if name in out and torch.is_tensor(out[name]):
+            out[name] = torch.rot90(out[name], k, dims=(-2, -1)).contiguous()
+    return out
+
+
+def _load_into(module, path, what):
+    """Copy the weights of the checkpoint at ``path`` into ``module`` (same architecture required)."""
+    from models import checkpoint
+
+    if not os.path.exists(path):
+        raise BsrError(f"{path}: no such checkpoint ({what})")
+    loaded, _ = checkpoint.load(path)
+    if type(loaded) is not type(module):
+        raise BsrError(f"{path}: is a {type(loaded).__name__} checkpoint, {what} needs {type(module).__name__}")
+    try:
+        module.load_state_dict(loaded.state_dict(), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise BsrError(f"{path}: does not match {what} ({first[1].strip() if len(first) > 1 else first[0]})") from None
+
+
+class _SRTaskBase(Task):
+    def make_dataset(self, cfg, split, train):
+        from bsrdata.dataset import BSRDataset
+
+        d = cfg["data"]
+        if train:
+            return BSRDataset(d["root"], split, crop=d["crop"], hflip=d["hflip"], zoom=tuple(d["zoom"]),
+                              zoom_rule=d["zoom_rule"], seed=cfg["train"]["seed"])
+        return BSRDataset(d["root"], split)
+
+    def _augment(self, batch, cfg):
+        if cfg is not None and cfg["data"].get("rot90"):
+            k = int(torch.randint(0, 4, (1,)).item())
+            if k and batch["lr"].shape[-1] != batch["lr"].shape[-2] and k % 2:
+                k = 2  # a non-square batch keeps its shape
+            batch = _rot90_batch(batch, k)
+        return batch
+
+    def sr_forward(self, model, lr, sample):
+        raise NotImplementedError
+
+    def super_resolve(self, model, s, dev):
+        """One sample dict -> uint8 SR image (H, W, 3)."""
+        from bsrdata.metrics import to_uint8
+
+        lr = torch.from_numpy(s["lr"].astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(dev)
+        y = self.sr_forward(model, lr, s)
+        return to_uint8(y[0].permute(1, 2, 0).float().cpu().numpy())
+
+    @torch.no_grad()
+    def _evaluate_split(self, model, root, split, crop, limit):
+        from bsrdata.metrics import psnr_y, ssim_y
+        from bsrdata.shards import open_dataset
+
+        view = open_dataset(root, split)
+        n = min(len(view), limit) if limit else len(view)
+        dev = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        ps, ss = [], []
+        try:
+            for i in range(n):
+                s = view[i]
+                sr = self.super_resolve(model, s, dev)
+                ps.append(psnr_y(sr, s["hr"], crop))
+                ss.append(ssim_y(sr, s["hr"], crop))
+        finally:
+            model.train(was_training)
+        r = {"psnr": float(np.mean(ps)) if ps else float("nan"), "ssim": float(np.mean(ss)) if ss else float("nan"),
+             "n": n}
+        return {split: r, "avg": dict(r)}
+
+    @torch.no_grad()
+    def evaluate(self, model, root, cfg, groups, *, split=None, limit: int = 0, progress=None) -> dict:
+        """PSNR/SSIM on Y per test group (each distinct LR image once) -> ``{g: {"psnr", "ssim", "n"},
+        "avg": {...}}`` (group keys are strings); with ``groups=None`` the whole ``split`` is scored under its name."""
+        from bsrdata.benchmark import BenchData, summarise
+        from bsrdata.metrics import psnr_y, ssim_y
+
+        crop = int(cfg.get("eval", {}).get("crop_border", 0))
+        if groups is None:
+            return self._evaluate_split(model, root, split or "test", crop, limit)
+        groups = [int(g) for g in groups]
+        data = BenchData(root, groups)
+        sel = {g: (data.groups[g][:limit] if limit else data.groups[g]) for g in groups}
+        todo = list(dict.fromkeys(u for g in groups for u in sel[g]))
+        dev = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        bar = progress(len(todo), "eval") if progress else None
+        scores = {}
+        try:
+            for u in todo:
+                s = data.load(u)
+                sr = self.super_resolve(model, s, dev)
+                scores[u] = {"psnr": psnr_y(sr, s["hr"], crop), "ssim": ssim_y(sr, s["hr"], crop)}
+                if bar:
+                    bar.update(1)
+        finally:
+            if bar:
+                bar.close()
+            model.train(was_training)
+        summ = summarise(sel, scores)
+        out = {str(g): {"psnr": v["psnr"], "ssim": v["ssim"], "n": v["n"]} for g, v in summ["groups"].items()}
+        out["avg"] = {"psnr": summ["avg"]["psnr"], "ssim": summ["avg"]["ssim"], "n": len(todo)}
+        return out
+
+
+class RRDBSFTTask(_SRTaskBase):
+    """Stage 2: RRDB-SFT with the true maps."""
+
+    name = "rrdb-sft"
+    defaults = {
+        "model": {"name": "rrdb_sft", "num_classes": 40, "nf": 64, "nb": 10, "gc": 32, "prior_ch": 64,
+                  "sft_hidden": 32, "gia_groups": 8, "fusion": "gia", "scale": 4},
+        "data": {"train_split": "train", "val_split": "test", "crop": 192, "hflip": True, "rot90": True,
+                 "zoom": [1], "zoom_rule": "physical"},
+        "loss": {"l1": 1.0},
+        "eval": {"crop_border": 0},
+    }
+    train_defaults = {"lr": 2.0e-4, "betas": [0.9, 0.99], "batch_size": 16, "iterations": 240000,
+                      "schedule": "cosine", "warmup": 0}
+
+    def check_config(self, cfg, where):
+        super().check_config(cfg, where)
+        if cfg["model"]["name"] not in SR_MODELS:
+            raise BsrError(f"{where}: model.name must be one of {', '.join(SR_MODELS)}, got {cfg['model']['name']!r}")
+
+    def build_model(self, cfg):
+        from models.checkpoint import model_kwargs
+        from models.registry import create_model
+
+        return create_model(cfg["model"]["name"], **model_kwargs(cfg["model"], build=True))
+
+    def check_data(self, cfg, dataset):
+        root = cfg["data"]["root"]
+        n = _dataset_classes(root)
+        if cfg["model"]["name"] == "rrdb_sft":
+            labels = getattr(dataset, "has_labels", True)
+            if not (labels() if callable(labels) else labels):
+                raise BsrError(f"{root}: the training split has no segmentation labels; rrdb_sft needs them "
+                               "(use model.name: rrdb_sft_noseg)")
+            if n is not None and n != int(cfg["model"]["num_classes"]):
+                raise BsrError(f"{root}: the dataset has {n} classes, model.num_classes is "
+                               f"{cfg['model']['num_classes']}")
+
+    def training_step(self, model, batch, cfg=None):
+        batch = self._augment(batch, cfg)
+        sr = model(batch["lr"], batch["blur"], batch["seg"] if getattr(_unwrap(model), "use_seg", True) else None)
+        loss = F.l1_loss(sr, batch["hr"])
+        return loss, {"l1": float(loss.detach())}
+
+    def sr_forward(self, model, lr, s):
+        net = _unwrap(model)
+        dev = lr.device
+        blur = torch.from_numpy(np.asarray(s["blur"], np.float32))[None, None].to(dev)
+        seg = None
+        if net.use_seg:
+            if s.get("seg") is None:
+                raise BsrError("rrdb-sft: the test split has no segmentation labels for the semantic prior")
+            seg = torch.from_numpy(np.asarray(s["seg"]).astype(np.int64))[None].to(dev)
+        return model(lr, blur, seg)
+
+
+class BlindTask(_SRTaskBase):
+    """Stage 3: frozen CMOS feeding RRDB-SFT; L1 on SR only."""
+
+    name = "blind"
+    defaults = {
+        "model": {"name": "blind_sr", "num_classes": 0, "cmos": "cmos", "sr": "rrdb_sft", "cmos_kw": {},
+                  "sr_kw": {}},
+        "init": {"cmos_ckpt": None, "sr_ckpt": None},
+        "data": {"train_split": "train", "val_split": "test", "crop": None, "hflip": True, "rot90": False,
+                 "zoom": [1, 1.2, 1.5], "zoom_rule": "physical"},
+        "loss": {"l1": 1.0},
+        "eval": {"crop_border": 0},
+    }
+    train_defaults = {"lr": 5.0e-5, "betas": [0.9, 0.999], "batch_size": 4, "iterations": 40000,
+                      "schedule": "constant", "warmup": 0}
+
+    def check_config(self, cfg, where):
+        """Checks the names and fills the chain's architecture (model.cmos/sr, *_kw, num_classes) from the
+        stage-1/2 checkpoints' config.json, so the saved chain rebuilds without them."""
+        from models.checkpoint import model_kwargs, read_config
+
+        super().check_config(cfg, where)
+        if cfg["model"]["name"] != "blind_sr":
+            raise BsrError(f"{where}: model.name must be blind_sr, got {cfg['model']['name']!r}")
+        if not cfg["init"]["cmos_ckpt"]:
+            raise BsrError(f"{where}: init.cmos_ckpt is required (the stage-1 CMOS checkpoint)")
+        for part, key in (("cmos", "cmos_ckpt"), ("sr", "sr_ckpt")):
+            path = cfg["init"][key]
+            if not path:
+                continue
+            if not os.path.exists(path):
+                raise BsrError(f"{path}: no such checkpoint (init.{key} in {where})")
+            mc = read_config(path)["model"]
+            allowed = ("cmos", "cmos_blur") if part == "cmos" else SR_MODELS
+            if mc["name"] not in allowed:
+                raise BsrError(f"{path}: is a {mc['name']} checkpoint, init.{key} needs {' or '.join(allowed)}")
+            kw = model_kwargs(mc)
+            n = kw.pop("num_classes", None)
+            cfg["model"][part] = mc["name"]
+            cfg["model"][f"{part}_kw"] = kw
+            if n and (part == "cmos" or cfg["model"]["sr"] == "rrdb_sft"):
+                have = cfg["model"]["num_classes"]
+                if have and int(have) != int(n):
+                    raise BsrError(f"{path}: has {n} classes, the chain has {have} (model.num_classes)")
+                cfg["model"]["num_classes"] = int(n)
+        if cfg["model"]["sr"] not in SR_MODELS:
+            raise BsrError(f"{where}: model.sr must be one of {', '.join(SR_MODELS)}")
+        if not cfg["model"]["num_classes"]:
+            raise BsrError(f"{where}: model.num_classes is not set and the checkpoints do not give it")
+
+    def build_model(self, cfg):
+        from models.checkpoint import model_kwargs
+        from models.registry import create_model
+
+        try:
+            model = create_model("blind_sr", **model_kwargs(cfg["model"], build=True))
+        except ValueError as exc:
+            raise BsrError(f"config: model: {exc}") from None
+        _load_into(model.cmos, cfg["init"]["cmos_ckpt"], "init.cmos_ckpt (the chain's CMOS)")
+        if cfg["init"]["sr_ckpt"]:
+            _load_into(model.sr, cfg["init"]["sr_ckpt"], "init.sr_ckpt (the chain's RRDB-SFT)")
+        model.train(True)  # keeps the frozen CMOS in eval mode
+        return model
+
+    def check_data(self, cfg, dataset):
+        n = _dataset_classes(cfg["data"]["root"])
+        if n is not None and n != int(cfg["model"]["num_classes"]):
+            raise BsrError(f"{cfg['data']['root']}: the dataset has {n} classes, the chain "
+                           f"{cfg['model']['num_classes']}")
+
+    def training_step(self, model, batch, cfg=None):
+        batch = self._augment(batch, cfg)
+        out = model(batch["lr"])
+        loss = F.l1_loss(out["sr"], batch["hr"])
+        return loss, {"l1": float(loss.detach())}
+
+    def sr_forward(self, model, lr, s):
+        return model(lr)["sr"]
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
