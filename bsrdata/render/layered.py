@@ -263,10 +263,12 @@ def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hrow, band):
 
 
 @njit(cache=True)
-def _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit):
+def _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit, guess):
     """Laplace-fill bg (merged on P, 0 elsewhere) and P inside the band; write to merged / acc.
 
-    Conjugate gradients (Jacobi preconditioner) on deg·u_p − Σ_band u_q = Σ_border values."""
+    Conjugate gradients (Jacobi preconditioner) on deg·u_p − Σ_band u_q = Σ_border values, started
+    from ``guess`` (H·W, 4): the last fill's values at each pixel (0 where never filled); the solution
+    is stored back into it. Returns (nd, iterations)."""
     n_h = pm.shape[0]
     n_w = pm.shape[1]
     ntx = dmark.shape[1]
@@ -299,49 +301,96 @@ def _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit):
                 rhs[i, 1] += merged[yy, xx, 1]
                 rhs[i, 2] += merged[yy, xx, 2]
                 rhs[i, 3] += 1.0
+    # four right-hand sides (3 colours, P) in lockstep; each stops when its residual is small enough
     sol = np.zeros((nb, 4))
-    rr = np.empty(nb)
-    zz = np.empty(nb)
-    pp = np.empty(nb)
-    ap = np.empty(nb)
+    rr = np.empty((nb, 4))
+    zz = np.empty((nb, 4))
+    pp = np.zeros((nb, 4))
+    ap = np.empty((nb, 4))
+    bnorm = np.zeros(4)
+    active = np.zeros(4, dtype=np.bool_)
+    rz = np.zeros(4)
+    for i in range(nb):
+        for c in range(4):
+            bnorm[c] = max(bnorm[c], abs(rhs[i, c]))
+            sol[i, c] = guess[band[i], c]
+    rmax = np.zeros(4)
+    for i in range(nb):
+        for c in range(4):
+            s = deg[i] * sol[i, c]
+            for k in range(4):
+                j = nbr[i, k]
+                if j >= 0:
+                    s -= sol[j, c]
+            rr[i, c] = rhs[i, c] - s
+            rmax[c] = max(rmax[c], abs(rr[i, c]))
+    n_active = 0
     for c in range(4):
-        bnorm = 0.0
+        if bnorm[c] == 0.0:
+            for i in range(nb):
+                sol[i, c] = 0.0
+        elif rmax[c] > tol * bnorm[c]:
+            active[c] = True
+            n_active += 1
+    for i in range(nb):
+        inv = 1.0 / deg[i]
+        for c in range(4):
+            zz[i, c] = rr[i, c] * inv
+            pp[i, c] = zz[i, c]
+            rz[c] += rr[i, c] * zz[i, c]
+    iters = 0
+    pap = np.zeros(4)
+    alpha = np.zeros(4)
+    rzn = np.zeros(4)
+    while n_active > 0 and iters < maxit:
+        iters += 1
+        pap[:] = 0.0
         for i in range(nb):
-            rr[i] = rhs[i, c]
-            bnorm = max(bnorm, abs(rr[i]))
-        if bnorm == 0.0:
-            continue
-        rz = 0.0
+            d = deg[i]
+            s0 = d * pp[i, 0]
+            s1 = d * pp[i, 1]
+            s2 = d * pp[i, 2]
+            s3 = d * pp[i, 3]
+            for k in range(4):
+                j = nbr[i, k]
+                if j >= 0:
+                    s0 -= pp[j, 0]
+                    s1 -= pp[j, 1]
+                    s2 -= pp[j, 2]
+                    s3 -= pp[j, 3]
+            ap[i, 0] = s0
+            ap[i, 1] = s1
+            ap[i, 2] = s2
+            ap[i, 3] = s3
+            pap[0] += pp[i, 0] * s0
+            pap[1] += pp[i, 1] * s1
+            pap[2] += pp[i, 2] * s2
+            pap[3] += pp[i, 3] * s3
+        for c in range(4):
+            alpha[c] = rz[c] / pap[c] if (active[c] and pap[c] > 0.0) else 0.0
+        rmax[:] = 0.0
+        rzn[:] = 0.0
         for i in range(nb):
-            zz[i] = rr[i] / deg[i]
-            pp[i] = zz[i]
-            rz += rr[i] * zz[i]
-        for it in range(maxit):
-            pap = 0.0
-            for i in range(nb):
-                s = deg[i] * pp[i]
-                for k in range(4):
-                    j = nbr[i, k]
-                    if j >= 0:
-                        s -= pp[j]
-                ap[i] = s
-                pap += pp[i] * s
-            alpha = rz / pap
-            rmax = 0.0
-            for i in range(nb):
-                sol[i, c] += alpha * pp[i]
-                rr[i] -= alpha * ap[i]
-                rmax = max(rmax, abs(rr[i]))
-            if rmax <= tol * bnorm:
-                break
-            rz_new = 0.0
-            for i in range(nb):
-                zz[i] = rr[i] / deg[i]
-                rz_new += rr[i] * zz[i]
-            beta = rz_new / rz
-            rz = rz_new
-            for i in range(nb):
-                pp[i] = zz[i] + beta * pp[i]
+            inv = 1.0 / deg[i]
+            for c in range(4):
+                sol[i, c] += alpha[c] * pp[i, c]
+                rr[i, c] -= alpha[c] * ap[i, c]
+                rmax[c] = max(rmax[c], abs(rr[i, c]))
+                zz[i, c] = rr[i, c] * inv
+                rzn[c] += rr[i, c] * zz[i, c]
+        for c in range(4):
+            if active[c] and (rmax[c] <= tol * bnorm[c] or rzn[c] == 0.0):
+                active[c] = False
+                n_active -= 1
+        for c in range(4):
+            beta = rzn[c] / rz[c] if (active[c] and rz[c] > 0.0) else 0.0
+            rz[c] = rzn[c]
+            if active[c]:
+                for i in range(nb):
+                    pp[i, c] = zz[i, c] + beta * pp[i, c]
+            else:
+                for i in range(nb):
+                    pp[i, c] = 0.0
     for i in range(nb):
         p = band[i]
         index[p] = -1
@@ -351,8 +400,10 @@ def _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit):
         merged[y, x, 1] = sol[i, 1]
         merged[y, x, 2] = sol[i, 2]
         acc[y, x] = sol[i, 3]
+        for c in range(4):
+            guess[p, c] = sol[i, c]
         nd = _mark(dmark, dlist, nd, (y // TILE) * ntx + x // TILE)
-    return nd
+    return nd, iters
 
 
 @njit(cache=True)
@@ -381,6 +432,8 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             tile_area[ty, tx] = (min(n_h, ty * TILE + TILE) - ty * TILE) * (min(n_w, tx * TILE + TILE) - tx * TILE)
     index = np.full(n_h * n_w, -1, dtype=np.int64)
     band = np.empty(n_h * n_w, dtype=np.int64)
+    guess = np.zeros((n_h * n_w, 4))
+    n_iter = 0
     rmax = 0
     for li in range(rts.shape[0]):
         rmax = max(rmax, rts[li])
@@ -410,7 +463,8 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
                 nd = _normalise(merged, acc, dmark, dlist, nd)
                 nb = _find_band(pm, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hrow, band)
                 if nb > 0:
-                    nd = _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit)
+                    nd, it = _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit, guess)
+                    n_iter += it
                     n_band_total += nb
             nd = _composite(vb, vlist, nv, vmark, merged, acc, floor_colour, alpha_floor, dmark, dlist, nd)
         for q in range(pix.shape[0]):
@@ -428,7 +482,7 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             for c in range(3):
                 v = merged[y, x, c] / a if a > 0.0 else 0.0
                 out[y, x, c] = min(1.0, max(0.0, v))
-    return out, n_band_total
+    return out, n_band_total, n_iter
 
 
 def _band_radius(g, band_floor):
@@ -462,7 +516,8 @@ def plan_layers(coc, near, max_coc, coc_step):
     return order, starts, sigmas, gtab, rts, rbs
 
 
-def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step=0.1, return_stats=False):
+def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step=0.1, return_stats=False,
+                   fill_tol=1e-10):
     """Layered defocus rendering (FACTS §2, SYNDOF), numba.
 
     Args:
@@ -485,8 +540,8 @@ def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step
     c = check_map(coc, a.shape[:2], "coc")
     n = check_near(near, a.shape[:2])
     order, starts, sigmas, gtab, rts, rbs = plan_layers(c, n, m, coc_step)
-    out, nband = _render(a, order, starts, sigmas, gtab, rts, rbs, bool(floor_colour), ALPHA_FLOOR,
-                         BAND_FLOOR, 1e-12, 100000)
+    out, nband, niter = _render(a, order, starts, sigmas, gtab, rts, rbs, bool(floor_colour), ALPHA_FLOOR,
+                                BAND_FLOOR, float(fill_tol), 100000)
     if return_stats:
-        return out, {"n_layers": int(sigmas.size), "band_pixels": int(nband)}
+        return out, {"n_layers": int(sigmas.size), "band_pixels": int(nband), "cg_iterations": int(niter)}
     return out

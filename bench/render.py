@@ -1,0 +1,136 @@
+"""Benchmark of the blur operators (issue 2, item 8).
+
+Times, in one process, on an NYUv2-size frame (640×480, max_coc 21) and a Cityscapes-size frame
+(2048×1024, max_coc 61) with realistic depth (the Middlebury 2014 Motorcycle ground truth that ships in
+scikit-image, resized; depth_mm = 994.978·193.001 / (disp + 31.086), unknown disparity -> nearest valid):
+
+- ``render_layered`` (numba) against the straightforward implementation (full-frame OpenCV blur per layer,
+  same compositing and fill: ``reference.layered_opencv``), with the max abs difference;
+- ``render_gather_points`` at the ×4 LR points.
+
+The focus is drawn with ``optics.sample_focus``; like SYNDOF (which resamples the camera up to 20 times)
+the bench redraws until the layer count is in the SYNDOF range (200–350 NYUv2, 600–1000 Cityscapes).
+Prints a Markdown table. Numba is warmed up (compiled) before timing.
+
+    python bench/render.py [--sizes nyu,city] [--repeat 3] [--skip-straightforward]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".numba_cache"))
+
+SIZES = {
+    "nyu": dict(h=480, w=640, max_coc=21, layers=(200, 350)),
+    "city": dict(h=1024, w=2048, max_coc=61, layers=(600, 1000)),
+}
+
+
+def middlebury_scene(h, w):
+    """(img float32 (h,w,3) in [0,1], depth float64 (h,w) metres) from the Motorcycle pair, resized."""
+    import cv2
+    import skimage.data
+
+    from bsrdata.optics import clean_depth
+
+    left, _, disp = skimage.data.stereo_motorcycle()
+    disp = np.asarray(disp, dtype=np.float64)
+    depth_mm = 994.978 * 193.001 / (disp + 31.086)
+    depth_mm[~np.isfinite(disp)] = np.nan
+    depth_m, _ = clean_depth(depth_mm / 1000.0)
+    img = cv2.resize(left, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+    depth = cv2.resize(depth_m, (w, h), interpolation=cv2.INTER_NEAREST)
+    return img, depth
+
+
+def camera(depth, max_coc, layer_range, seed=0, rank=None):
+    """Draw focus until the layer count falls in layer_range (at most 50 draws): (coc, near, focus, n).
+
+    With ``rank`` (0..1) the focus is the depth at that fraction of the ranked unique depths instead
+    (a fixed mid-depth focus, so that many layers lie in front of focus and the fill is exercised)."""
+    from bsrdata import optics
+    from bsrdata.render import count_layers
+
+    rng = np.random.default_rng(seed)
+    best = None
+    uniq = np.unique(depth)
+    for _ in range(50):
+        if rank is None:
+            focus = optics.sample_focus(depth, rng)
+        else:
+            focus = float(uniq[int(rank * (uniq.size - 1))])
+        coc = optics.quantise_coc(optics.coc_normalised(depth, focus, max_coc), 0.1)
+        near = depth < focus
+        n = count_layers(coc, near)
+        if best is None or abs(n - np.mean(layer_range)) < abs(best[3] - np.mean(layer_range)):
+            best = (coc, near, focus, n)
+        if layer_range[0] <= n <= layer_range[1]:
+            return coc, near, focus, n
+    return best
+
+
+def timeit(fn, repeat):
+    ts = []
+    out = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts), out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="nyu,city")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-straightforward", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ranks", default="sampled,0.5",
+                    help="focus per row: 'sampled' (near-favouring draw) or a depth rank in [0, 1]")
+    args = ap.parse_args(argv)
+
+    from bsrdata.optics import sigma_from_coc
+    from bsrdata.render import render_gather_points, render_layered
+    from bsrdata.render.reference import layered_opencv
+
+    # warm-up: compile (or load from the cache) every kernel on a tiny frame
+    img0, d0 = middlebury_scene(48, 64)
+    coc0, near0, _, _ = camera(d0, 9, (10, 400))
+    render_layered(img0, coc0, 9, near=near0)
+    render_gather_points(img0, sigma_from_coc(coc0), 9, 4)
+
+    rows = []
+    cases = [(s, r) for s in args.sizes.split(",") for r in args.ranks.split(",")]
+    for name, rank in cases:
+        spec = SIZES[name]
+        img, depth = middlebury_scene(spec["h"], spec["w"])
+        coc, near, focus, n = camera(depth, spec["max_coc"], spec["layers"], args.seed,
+                                     None if rank == "sampled" else float(rank))
+        sigma = sigma_from_coc(coc)
+        t_fast, (out, stats) = timeit(
+            lambda: render_layered(img, coc, spec["max_coc"], near=near, return_stats=True), args.repeat)
+        t_pts, _ = timeit(lambda: render_gather_points(img, sigma, spec["max_coc"], 4), args.repeat)
+        if args.skip_straightforward:
+            t_ref, diff = float("nan"), float("nan")
+        else:
+            t_ref, ref = timeit(lambda: layered_opencv(img, coc, spec["max_coc"], near=near), 1)
+            diff = float(np.abs(out.astype(np.float64) - ref).max())
+        rows.append((name, spec, n, focus, stats["band_pixels"], t_fast, t_ref, diff, t_pts))
+
+    print("| frame | max_coc | layers | focus (m) | fill band px | layered numba (s) | straightforward (s) "
+          "| speed-up | max abs diff | gather_points ×4 (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, spec, n, focus, band, t_fast, t_ref, diff, t_pts in rows:
+        print(f"| {name} {spec['w']}×{spec['h']} | {spec['max_coc']} | {n} | {focus:.2f} | {band} | {t_fast:.3f} "
+              f"| {t_ref:.2f} | {t_ref / t_fast:.1f}× | {diff:.1e} | {t_pts:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""bsrdata.render: numba operators against the numpy float64 twins and analytic cases."""
+
+import cv2
+import numpy as np
+import pytest
+
+from bsrdata import optics
+from bsrdata.errors import BsrError
+from bsrdata.render import (
+    count_layers,
+    gaussian_kernel_1d,
+    render_gather,
+    render_gather_points,
+    render_layered,
+)
+from bsrdata.render.reference import (
+    gather_points_reference,
+    gather_reference,
+    layered_opencv,
+    layered_reference,
+)
+
+
+def planes_scene(seed, h=40, w=56, max_coc=15, focus_rank=None):
+    """Random image; depth = a few planes with noise and occlusions; CoC quantised; near mask."""
+    rng = np.random.default_rng(seed)
+    img = rng.random((h, w, 3)).astype(np.float32)
+    depth = np.full((h, w), 3.0)
+    depth[h // 4: 3 * h // 4, w // 5: w // 2] = 1.0
+    depth[:, 3 * w // 4:] = 6.0
+    depth[2 * h // 3:, : w // 3] = 0.5
+    depth[h // 8: h // 3, 4 * w // 5: 9 * w // 10] = 0.7
+    depth += rng.random((h, w)) * 0.3
+    if focus_rank is None:
+        focus = optics.sample_focus(depth, rng)
+    else:
+        u = np.unique(depth)
+        focus = float(u[int(focus_rank * (u.size - 1))])
+    coc = optics.quantise_coc(optics.coc_normalised(depth, focus, max_coc), 0.1)
+    return img, coc, depth < focus
+
+
+CASES = [(0, 9, 0.6), (1, 13, 0.5), (2, 15, None), (3, 21, 0.7), (4, 17, 0.45), (5, 21, None)]
+
+
+@pytest.mark.parametrize("seed,max_coc,rank", CASES)
+@pytest.mark.parametrize("floor_colour", [False, True])
+def test_layered_matches_twin(seed, max_coc, rank, floor_colour):
+    img, coc, near = planes_scene(seed, max_coc=max_coc, focus_rank=rank)
+    ref = layered_reference(img, coc, max_coc, near=near, floor_colour=floor_colour)
+    out, stats = render_layered(img, coc, max_coc, near=near, floor_colour=floor_colour, return_stats=True)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    assert stats["n_layers"] == count_layers(coc, near)
+    if rank is not None:
+        assert stats["band_pixels"] > 0  # the partial-occlusion fill ran
+    assert np.abs(out - ref).max() <= 1e-4
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_twin_differs_when_order_or_floor_changes():
+    # guards against a comparison that cannot fail: the options the test above checks do change the result
+    img, coc, near = planes_scene(1, max_coc=13, focus_rank=0.5)
+    ref = layered_reference(img, coc, 13, near=near)
+    assert np.abs(ref - layered_reference(img, coc, 13)).max() > 1e-2
+    assert np.abs(ref - layered_reference(img, coc, 13, near=near, floor_colour=True)).max() > 1e-6
+
+
+def test_opencv_straightforward_matches_twin():
+    img, coc, near = planes_scene(4, max_coc=17, focus_rank=0.45)
+    a = layered_reference(img, coc, 17, near=near)
+    b = layered_opencv(img, coc, 17, near=near)
+    assert np.abs(a - b).max() <= 1e-4
+
+
+@pytest.mark.parametrize("c,max_coc", [(9.0, 21), (21.0, 21), (5.3, 11), (1.0, 9)])
+def test_one_layer_is_plain_gaussian_blur(c, max_coc):
+    rng = np.random.default_rng(7)
+    img = rng.random((37, 45, 3)).astype(np.float32)
+    coc = np.full((37, 45), c)
+    k = gaussian_kernel_1d(max(0.0, (c - 1) / 4), max_coc)
+    expected = cv2.sepFilter2D(img.astype(np.float64), cv2.CV_64F, k, k, borderType=cv2.BORDER_REFLECT)
+    for fn in (render_layered, layered_reference):
+        out = fn(img, coc, max_coc)
+        assert np.abs(out - expected).max() <= 1e-5
+
+
+def test_in_focus_region_untouched_away_from_depth_edges():
+    rng = np.random.default_rng(11)
+    h, w, max_coc = 40, 60, 21
+    img = rng.random((h, w, 3)).astype(np.float32)
+    depth = np.full((h, w), 4.0)
+    depth[:, 30:] = 1.0  # near plane, in front of the focus at 4 m
+    coc = optics.quantise_coc(optics.coc_normalised(depth, 4.0, max_coc))
+    near = depth < 4.0
+    r = max_coc // 2
+    for fn in (render_layered, layered_reference):
+        out = fn(img, coc, max_coc, near=near)
+        np.testing.assert_allclose(out[:, : 30 - r], img[:, : 30 - r], atol=1e-6)
+        assert np.abs(out[:, 30 - r: 30] - img[:, 30 - r: 30]).max() > 1e-3  # the near blur spills over
+
+
+def test_floor_colour_keeps_a_constant_image_constant():
+    img, coc, near = planes_scene(3, max_coc=21, focus_rank=0.7)
+    flat = np.full_like(img, 0.8)
+    out = render_layered(flat, coc, 21, near=near, floor_colour=True)
+    np.testing.assert_allclose(out, 0.8, atol=1e-5)
+
+
+def test_gaussian_kernel_1d():
+    g = gaussian_kernel_1d(2.0, 9)
+    x = np.arange(-4, 5)
+    e = np.exp(-x**2 / 8.0)
+    np.testing.assert_allclose(g, e / e.sum(), rtol=1e-12)
+    assert g.dtype == np.float64 and g.sum() == pytest.approx(1.0)
+    d = gaussian_kernel_1d(0.0, 21)
+    assert d[10] == 1.0 and d.sum() == 1.0
+    with pytest.raises(BsrError, match="max_coc"):
+        gaussian_kernel_1d(1.0, 8)
+
+
+@pytest.mark.parametrize("seed,max_coc", [(0, 9), (1, 15), (2, 21)])
+def test_gather_matches_twin(seed, max_coc):
+    img, coc, _ = planes_scene(seed, max_coc=max_coc)
+    sigma = optics.sigma_from_coc(coc)
+    ref = gather_reference(img, sigma, max_coc)
+    out = render_gather(img, sigma, max_coc)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    assert np.abs(out - ref).max() <= 1e-4
+    for step in (1, 3, 4):
+        pts = render_gather_points(img, sigma, max_coc, step)
+        assert pts.shape == (-(-img.shape[0] // step), -(-img.shape[1] // step), 3)
+        assert np.abs(pts - ref[::step, ::step]).max() <= 1e-4
+        assert np.abs(pts - gather_points_reference(img, sigma, max_coc, step)).max() <= 1e-4
+
+
+def test_gather_per_pixel_sigma_is_used():
+    rng = np.random.default_rng(5)
+    img = rng.random((30, 30, 3)).astype(np.float32)
+    sigma = np.zeros((30, 30))
+    sigma[:, 15:] = 3.0
+    out = render_gather(img, sigma, 15)
+    np.testing.assert_array_equal(out[:, :15], img[:, :15])
+    k = gaussian_kernel_1d(3.0, 15)
+    full = cv2.sepFilter2D(img.astype(np.float64), cv2.CV_64F, k, k, borderType=cv2.BORDER_REFLECT)
+    assert np.abs(out[:, 15:] - full[:, 15:]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("fn", ["layered", "gather", "points"])
+def test_bad_inputs(fn):
+    img = np.zeros((20, 30, 3), np.float32)
+    m = np.zeros((20, 30))
+
+    def call(i, mp, mc):
+        if fn == "layered":
+            return render_layered(i, mp, mc)
+        if fn == "gather":
+            return render_gather(i, mp, mc)
+        return render_gather_points(i, mp, mc, 4)
+
+    with pytest.raises(BsrError, match="does not match the image"):
+        call(img, np.zeros((20, 31)), 9)
+    with pytest.raises(BsrError, match=r"RGB image"):
+        call(np.zeros((20, 30), np.float32), m, 9)
+    with pytest.raises(BsrError, match=r"RGB image"):
+        call(np.zeros((20, 30, 4), np.float32), m, 9)
+    with pytest.raises(BsrError, match="even"):
+        call(img, m, 10)
+    with pytest.raises(BsrError, match="too small"):
+        call(img, m, 1)
+    with pytest.raises(BsrError, match="finite"):
+        call(img, np.full((20, 30), np.nan), 9)
+    for e in (BsrError,):
+        try:
+            call(img, np.zeros((20, 31)), 9)
+        except e as err:
+            assert "\n" not in str(err)
