@@ -89,75 +89,76 @@ def render_scene(rng: np.random.Generator, height: int, width: int):
 
     best = np.full((H, W), np.inf)
     sid = np.full((H, W), -1, dtype=np.int32)
-    normals = np.zeros((H, W, 3))
-    surfaces = []  # (class id, texture-coordinate fn, rng for texture, colour)
+    surfaces = []  # (class id, normal fn, uv fn, rng for texture, colour); fns take world points (K, 3)
 
     def consider(t, cls, normal, uvfn):
-        nonlocal best
-        t = np.where(np.isfinite(t) & (t > 1e-6), t, np.inf)
+        t = np.where(t > 1e-6, t, np.inf)  # NaN compares False -> inf
         m = t < best
-        idx = len(surfaces)
-        surfaces.append((cls, uvfn, np.random.Generator(np.random.PCG64(rng.integers(0, 2**63))), _colour(rng)))
-        best = np.where(m, t, best)
-        sid[m] = idx
-        nm = normal(t) if callable(normal) else np.broadcast_to(np.asarray(normal, float), (H, W, 3))
-        normals[m] = nm[m] if nm.shape == (H, W, 3) else nm
-        return m
+        surfaces.append((cls, normal, uvfn, np.random.Generator(np.random.PCG64(rng.integers(0, 2**63))),
+                         _colour(rng)))
+        best[m] = t[m]
+        sid[m] = len(surfaces) - 1
+
+    def const(n):
+        n = np.asarray(n, float)
+        return lambda p: np.broadcast_to(n, p.shape)
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        consider(np.where(dy > 0, cam_h / dy, np.inf), 0, (0, -1, 0), lambda p: (p[..., 0], p[..., 2]))
-        consider(np.where(dy < 0, -(room_h - cam_h) / dy, np.inf), 1, (0, 1, 0), lambda p: (p[..., 0], p[..., 2]))
-        consider(np.where(dx < 0, -room_w / dx, np.inf), 2, (1, 0, 0), lambda p: (p[..., 2], p[..., 1]))
-        consider(np.where(dx > 0, room_w / dx, np.inf), 2, (-1, 0, 0), lambda p: (p[..., 2], p[..., 1]))
-        consider(np.where(dz > 0, back / dz, np.inf), 3, (0, 0, -1), lambda p: (p[..., 0], p[..., 1]))
+        consider(np.where(dy > 0, cam_h / dy, np.inf), 0, const((0, -1, 0)), lambda p: (p[:, 0], p[:, 2]))
+        consider(np.where(dy < 0, -(room_h - cam_h) / dy, np.inf), 1, const((0, 1, 0)), lambda p: (p[:, 0], p[:, 2]))
+        consider(np.where(dx < 0, -room_w / dx, np.inf), 2, const((1, 0, 0)), lambda p: (p[:, 2], p[:, 1]))
+        consider(np.where(dx > 0, room_w / dx, np.inf), 2, const((-1, 0, 0)), lambda p: (p[:, 2], p[:, 1]))
+        consider(np.where(dz > 0, back / dz, np.inf), 3, const((0, 0, -1)), lambda p: (p[:, 0], p[:, 1]))
 
         n_obj = int(rng.integers(3, 8))
         for _ in range(n_obj):
             kind = int(rng.integers(0, 4))
             z = float(rng.uniform(1.0, back - 0.6))
             x = float(rng.uniform(-room_w + 0.4, room_w - 0.4)) * 0.8
-            if kind == 0:  # box on the floor
+            if kind == 0:  # box on the floor (slab intersection)
                 sx, sy, sz = rng.uniform(0.3, 1.2), rng.uniform(0.3, 1.5), rng.uniform(0.3, 1.0)
                 lo = np.array([x - sx / 2, cam_h - sy, z - sz / 2])
                 hi = np.array([x + sx / 2, cam_h, z + sz / 2])
-                t1 = (lo[None, None, :] - 0.0) / d
-                t2 = (hi[None, None, :] - 0.0) / d
-                tn = np.minimum(t1, t2)
-                tx = np.maximum(t1, t2)
-                tmin = tn.max(axis=-1)
-                tmax = tx.min(axis=-1)
+                tmin = np.full((H, W), -np.inf)
+                tmax = np.full((H, W), np.inf)
+                for a in range(3):
+                    t1, t2 = lo[a] / d[..., a], hi[a] / d[..., a]
+                    tmin = np.maximum(tmin, np.minimum(t1, t2))
+                    tmax = np.minimum(tmax, np.maximum(t1, t2))
                 hit = (tmax >= tmin) & (tmin > 0)
-                ax = tn.argmax(axis=-1)
-                sgn = -np.sign(np.take_along_axis(d, ax[..., None], -1)[..., 0])
 
-                def box_normal(t, ax=ax, sgn=sgn):
-                    n = np.zeros((H, W, 3))
-                    np.put_along_axis(n, ax[..., None], sgn[..., None], -1)
+                def face(p, lo=lo, hi=hi):
+                    dist = np.minimum(np.abs(p - lo), np.abs(p - hi))
+                    ax = dist.argmin(axis=1)
+                    near_lo = np.abs(p - lo)[np.arange(len(p)), ax] < np.abs(p - hi)[np.arange(len(p)), ax]
+                    return ax, near_lo
+
+                def box_normal(p, face=face):
+                    ax, near_lo = face(p)
+                    n = np.zeros_like(p)
+                    n[np.arange(len(p)), ax] = np.where(near_lo, -1.0, 1.0)
                     return n
 
-                consider(np.where(hit, tmin, np.inf), 4, box_normal,
-                         lambda p, ax=ax: (np.where(ax == 0, p[..., 2], p[..., 0]), np.where(ax == 1, p[..., 2], p[..., 1])))
+                def box_uv(p, face=face):
+                    ax, _ = face(p)
+                    return np.where(ax == 0, p[:, 2], p[:, 0]), np.where(ax == 1, p[:, 2], p[:, 1])
+
+                consider(np.where(hit, tmin, np.inf), 4, box_normal, box_uv)
             elif kind == 1:  # sphere
                 r = float(rng.uniform(0.15, 0.6))
                 c = np.array([x, cam_h - r - float(rng.uniform(0, 1.0)), z])
-                b = (d * c).sum(-1)
+                b = d @ c
                 a = (d * d).sum(-1)
                 disc = b * b - a * (float(c @ c) - r * r)
                 t = np.where(disc >= 0, (b - np.sqrt(np.maximum(disc, 0))) / a, np.inf)
-
-                def sph_normal(t, c=c, r=r):
-                    p = d * np.where(np.isfinite(t), t, 0)[..., None]
-                    return (p - c) / r
-
-                consider(t, 5, sph_normal,
-                         lambda p, c=c, r=r: (r * np.arctan2(p[..., 0] - c[0], p[..., 2] - c[2]) * 2, p[..., 1]))
+                consider(t, 5, lambda p, c=c, r=r: (p - c) / r,
+                         lambda p, c=c, r=r: (r * np.arctan2(p[:, 0] - c[0], p[:, 2] - c[2]) * 2, p[:, 1]))
             elif kind == 2:  # fronto-parallel panel
                 w2, h2 = float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.7))
                 yc = float(rng.uniform(-(room_h - cam_h) + h2, cam_h - h2))
                 t = z / dz
-                px, py = t * dx, t * dy
-                hit = (np.abs(px - x) <= w2) & (np.abs(py - yc) <= h2)
-                consider(np.where(hit, t, np.inf), 6, (0, 0, -1), lambda p: (p[..., 0], p[..., 1]))
+                hit = (np.abs(t * dx - x) <= w2) & (np.abs(t * dy - yc) <= h2)
+                consider(np.where(hit, t, np.inf), 6, const((0, 0, -1)), lambda p: (p[:, 0], p[:, 1]))
             else:  # vertical cylinder on the floor
                 r = float(rng.uniform(0.05, 0.3))
                 hgt = float(rng.uniform(0.5, 2.0))
@@ -168,28 +169,26 @@ def render_scene(rng: np.random.Generator, height: int, width: int):
                 yhit = t * dy
                 t = np.where((yhit <= cam_h) & (yhit >= cam_h - hgt), t, np.inf)
 
-                def cyl_normal(t, x=x, z=z, r=r):
-                    tt = np.where(np.isfinite(t), t, 0)
-                    n = np.stack([tt * dx - x, np.zeros_like(tt), tt * dz - z], -1) / r
-                    return n
+                def cyl_normal(p, x=x, z=z, r=r):
+                    return np.stack([p[:, 0] - x, np.zeros(len(p)), p[:, 2] - z], -1) / r
 
                 consider(t, 7, cyl_normal,
-                         lambda p, x=x, z=z, r=r: (r * np.arctan2(p[..., 0] - x, p[..., 2] - z) * 2, p[..., 1]))
+                         lambda p, x=x, z=z, r=r: (r * np.arctan2(p[:, 0] - x, p[:, 2] - z) * 2, p[:, 1]))
 
     light = np.array([0.3, -1.0, -0.5])  # towards the light: above, slightly right, behind the camera
     light /= np.linalg.norm(light)
-    p = d * np.where(np.isfinite(best), best, 0)[..., None]
     rgb = np.zeros((H, W, 3))
     cls = np.full((H, W), 255, dtype=np.uint8)
-    for i, (c, uvfn, trng, col) in enumerate(surfaces):
+    for i, (c, nfn, uvfn, trng, col) in enumerate(surfaces):
         m = sid == i
         if not m.any():
             continue
+        p = d[m] * best[m][:, None]  # world points of this surface's pixels (K, 3)
         u, v = uvfn(p)
-        t = _texture(trng, np.broadcast_to(u, (H, W))[m], np.broadcast_to(v, (H, W))[m])
+        t = _texture(trng, u, v)
         col2 = trng.uniform(0.05, 0.9, size=3)
         alb = col[None, :] * t[:, None] + col2[None, :] * (1 - t[:, None]) * 0.6
-        nrm = normals[m]
+        nrm = nfn(p)
         nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-9)
         shade = 0.45 + 0.55 * np.clip(nrm @ light, 0, 1)
         rgb[m] = alb * shade[:, None]
