@@ -517,7 +517,7 @@ def plan_layers(coc, near, max_coc, coc_step):
 
 
 def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step=0.1, return_stats=False,
-                   fill_tol=1e-10):
+                   fill_tol=1e-8):
     """Layered defocus rendering (FACTS §2, SYNDOF), numba.
 
     Args:
