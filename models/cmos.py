@@ -11,7 +11,8 @@ feature x[i-1] (sum output, on x[i-1]'s grid) as input to the scale-(i-1) heads.
 1×1 convs giving the auxiliary outputs. Then cross-modal GIA_l[i] at each of the 4 scales; per task the
 scales 1..3 are upsampled to scale 0, concatenated (270 channels) and mapped by 1×1 conv-BN-ReLU-1×1 conv to
 the output; everything is bilinearly upsampled ×``scale`` at the end. Groups N = 3, 6, 8, 12 at the four
-scales. ``gia`` = dict of GIA switches (flow/channel/spatial) for the Table 5 ablations.
+scales. ``gia`` = dict of GIA switches (flow/channel/spatial) for the Table 5 ablations. ``width`` scales
+every channel count (1.0 = the published network; 0.5 gives a ~4x smaller, faster CPU variant).
 """
 
 from __future__ import annotations
@@ -22,12 +23,17 @@ import torch.nn.functional as F
 
 from models.blocks import BasicBlock
 from models.gia import GIA
-from models.hrnet import HRNet, W18_SMALL_V2, load_pretrained
+from models.hrnet import HRNet, load_pretrained, scaled_config
 from models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GROUPS = (3, 6, 8, 12)
+
+
+def _groups(c: int, n: int) -> int:
+    """N groups for C channels: the published N, or the largest divisor of C below it (narrow widths)."""
+    return max(d for d in range(1, n + 1) if c % d == 0)
 
 
 def _head(c: int) -> nn.Sequential:
@@ -38,7 +44,7 @@ class CMOS(nn.Module):
     """CMOS network; ``tasks`` is ("blur", "seg"), ("blur",) or ("seg",) (Table 7 single-task variants)."""
 
     def __init__(self, num_classes: int = 40, tasks=("blur", "seg"), gia: dict | None = None,
-                 window=(15, 20), scale: int = 4, backbone_weights: str | None = None):
+                 window=(15, 20), scale: int = 4, backbone_weights: str | None = None, width: float = 1.0):
         super().__init__()
         tasks = tuple(tasks)
         if not tasks or any(t not in ("blur", "seg") for t in tasks):
@@ -52,14 +58,15 @@ class CMOS(nn.Module):
         self.tasks, self.num_classes, self.scale = tasks, int(num_classes), int(scale)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.backbone = HRNet(W18_SMALL_V2, stem_stride=1)
+        self.backbone = HRNet(scaled_config(float(width)), stem_stride=1)
         if backbone_weights:
             self.pretrained_report = load_pretrained(self.backbone, backbone_weights)
         ch = self.backbone.out_channels
         out_ch = {"blur": 1, "seg": self.num_classes}
 
         def g(i_in1, i_out, output="pair"):
-            return GIA(ch[i_in1], ch[i_out], ch[i_out], GROUPS[i_out], window=window, output=output, **gia)
+            return GIA(ch[i_in1], ch[i_out], ch[i_out], _groups(ch[i_out], GROUPS[i_out]), window=window,
+                       output=output, **gia)
 
         self.heads = nn.ModuleDict({t: nn.ModuleList([_head(c) for c in ch]) for t in tasks})
         self.aux = nn.ModuleDict({t: nn.Conv2d(ch[0], out_ch[t], 1) for t in tasks})

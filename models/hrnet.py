@@ -26,6 +26,19 @@ W18_SMALL_V2 = {
 }
 
 
+def scaled_config(width: float = 1.0) -> dict:
+    """W18-Small-v2 with every channel count multiplied by ``width`` (1.0 = the published network)."""
+    if width == 1.0:
+        return W18_SMALL_V2
+    if not 0 < width <= 4:
+        raise ValueError(f"width must be in (0, 4], got {width}")
+    cfg = {k: dict(v) for k, v in W18_SMALL_V2.items()}
+    cfg["stage1"]["channels"] = max(4, int(round(64 * width)))
+    for n in (2, 3, 4):
+        cfg[f"stage{n}"]["channels"] = tuple(max(2, int(round(c * width))) for c in W18_SMALL_V2[f"stage{n}"]["channels"])
+    return cfg
+
+
 class HighResolutionModule(nn.Module):
     """Parallel branches of BasicBlocks followed by all-to-all multi-scale fusion (sum + ReLU)."""
 
@@ -94,13 +107,14 @@ class HRNet(nn.Module):
 
     def __init__(self, cfg=W18_SMALL_V2, stem_stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, stem_stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, momentum=BN_MOMENTUM)
-        self.conv2 = nn.Conv2d(64, 64, 3, stem_stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64, momentum=BN_MOMENTUM)
-        self.relu = nn.ReLU(inplace=True)
         s1 = cfg["stage1"]
-        self.layer1 = make_layer(Bottleneck, 64, s1["channels"], s1["blocks"])
+        stem = s1["channels"]
+        self.conv1 = nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem, momentum=BN_MOMENTUM)
+        self.conv2 = nn.Conv2d(stem, stem, 3, stem_stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(stem, momentum=BN_MOMENTUM)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = make_layer(Bottleneck, stem, s1["channels"], s1["blocks"])
         prev = [s1["channels"] * Bottleneck.expansion]
         for n in (2, 3, 4):
             s = cfg[f"stage{n}"]

@@ -3,6 +3,9 @@ import torch
 
 from models import create_model
 from models.cmos import CMOS
+from engine_fakes import one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count(m):
@@ -58,3 +61,14 @@ def test_bad_arguments():
         CMOS(gia={"flows": False})
     with pytest.raises(TypeError):
         create_model("cmos", widht=3)
+
+
+def test_width_option():
+    from models.cmos import _groups
+
+    assert _groups(36, 8) == 6 and _groups(144, 12) == 12
+    m = create_model("cmos", num_classes=5, width=0.5).eval()
+    assert m.backbone.out_channels == (9, 18, 36, 72)
+    assert _count(m) < _count(create_model("cmos", num_classes=5)) / 3
+    with torch.no_grad():
+        assert m(torch.rand(1, 3, 8, 12))["seg"].shape == (1, 5, 32, 48)

@@ -27,7 +27,8 @@ def dataset_num_classes(manifest: dict):
 class CMOSTask(Task):
     name = "cmos"
     defaults = {
-        "model": {"name": "cmos", "num_classes": 40, "gia": {}, "window": [15, 20], "backbone_weights": None},
+        "model": {"name": "cmos", "num_classes": 40, "gia": {}, "window": [15, 20], "width": 1.0,
+                  "backbone_weights": None},
         "data": {"train_split": "train", "val_split": "test", "crop": [480, 640], "hflip": True,
                  "zoom": [1, 1.2, 1.5], "zoom_rule": "physical"},
         "loss": {"aux_weight": 0.5, "blur_weight": 1.0, "seg_weight": 1.0},
