@@ -14,7 +14,7 @@ Speed: CPU seconds per pair (two-pass inference, 20 iterations each) at 256x512 
 random weights (the weights do not change the amount of work), and SGBM (max_disp 192, or w/2 for
 small images) at the same sizes.
 
-    python bench/stereo.py [--sizes 256x512,512x1024] [--iters 20] [--skip-timing] [--json out.json]
+    python bench/stereo.py [--sizes 256x512,512x1024] [--iters 20] [--threads N] [--skip-timing] [--json out.json]
 """
 
 from __future__ import annotations
@@ -135,9 +135,14 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's choice; 1 is steadier on a shared machine)")
     args = ap.parse_args(argv)
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     weights = os.environ.get("CRESTEREO_WEIGHTS") or None
     size_env = os.environ.get("CRESTEREO_SIZE")
