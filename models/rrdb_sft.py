@@ -13,6 +13,10 @@ pixels; ``seg`` integer (N, s·h, s·w) or (N, 1, s·h, s·w) class indices with
 fed as ``index / num_classes`` (void -> 1.0), a linear rescaling of the index channel so that it is on the
 same order as the other inputs. Output: float (N, 3, s·h, s·w), RGB, not clamped.
 
+``img_residual`` ("bicubic" / "bilinear", default None = the paper's network) adds the interpolated LR to the
+output, so the trunk learns a correction; it adds no parameters and makes short CPU runs (small configs,
+the demo) start from an interpolated image instead of from noise.
+
 Parameter count (defaults, 40 classes): 8,850,128 (8.85 M, -1.2 % from the paper's 8.96 M; the GIA is
 480,352 of it). ``rrdb_sft_noseg`` (Table 6, blur prior only, no GIA): 8,369,136.
 """
@@ -80,10 +84,13 @@ class RRDBSFT(nn.Module):
 
     def __init__(self, num_classes: int = 40, nf: int = 64, nb: int = 10, gc: int = 32, prior_ch: int = 64,
                  sft_hidden: int = 32, scale: int = 4, use_seg: bool = True, gia_groups: int = 8,
-                 gia_window=(15, 20), fusion: str = "gia"):
+                 gia_window=(15, 20), fusion: str = "gia", img_residual: str | None = None):
         super().__init__()
         if fusion not in ("gia", "sum"):
             raise ValueError(f"fusion must be 'gia' or 'sum', not {fusion!r}")
+        if img_residual not in (None, "bicubic", "bilinear"):
+            raise ValueError(f"img_residual must be None, 'bicubic' or 'bilinear', not {img_residual!r}")
+        self.img_residual = img_residual
         self.num_classes = int(num_classes)
         self.scale = int(scale)
         self.use_seg = bool(use_seg)
@@ -131,7 +138,10 @@ class RRDBSFT(nn.Module):
         for blk in self.blocks:
             y = blk(y, prior)
         x = x + self.conv_trunk(y)
-        return self.shuffle(self.upconv(x))
+        out = self.shuffle(self.upconv(x))
+        if self.img_residual:
+            out = out + F.interpolate(lr, scale_factor=self.scale, mode=self.img_residual, align_corners=False)
+        return out
 
 
 @register_model("rrdb_sft")

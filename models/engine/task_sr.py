@@ -153,7 +153,7 @@ class RRDBSFTTask(_SRTaskBase):
     name = "rrdb-sft"
     defaults = {
         "model": {"name": "rrdb_sft", "num_classes": 40, "nf": 64, "nb": 10, "gc": 32, "prior_ch": 64,
-                  "sft_hidden": 32, "gia_groups": 8, "fusion": "gia", "scale": 4},
+                  "sft_hidden": 32, "gia_groups": 8, "fusion": "gia", "scale": 4, "img_residual": None},
         "data": {"train_split": "train", "val_split": "test", "crop": 192, "hflip": True, "rot90": True,
                  "zoom": [1], "zoom_rule": "physical"},
         "loss": {"l1": 1.0},
