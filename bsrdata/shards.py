@@ -11,9 +11,8 @@ One file per shard, N samples of one split, all of one size (H, W). Datasets, N 
 - ``params`` UTF-8 JSON strings (N,): the per-sample parameters (focus, focal length, aperture, IVA σ, seeds)
 - file attributes ``scale, max_coc, sigma_max, renderer, downsample, noise, generator_version`` (+ others).
 
-Chunked one sample per chunk; ``hr``/``lr`` LZF-compressed (h5py's built-in filter, fast to decode),
-the maps gzip level 1; no timestamps (so equal content gives equal bytes). Written to ``path + ".tmp"``, fsynced, renamed: a file under its final name is
-always complete.
+Chunked one sample per chunk, gzip level 1, no timestamps (so equal content gives equal bytes).
+Written to ``path + ".tmp"``, fsynced, renamed: a file under its final name is always complete.
 """
 
 from __future__ import annotations
@@ -27,11 +26,12 @@ import numpy as np
 from bsrdata.errors import BsrError
 
 REQUIRED_ATTRS = ("scale", "max_coc", "sigma_max", "renderer", "downsample", "noise", "generator_version")
-# Per dataset: colour uses LZF (h5py's built-in filter; decodes ~3x faster than gzip on photos, which gzip
-# shrinks by only ~15 %), the maps use gzip level 1 (they shrink 10-60x). Measured on 640x480 frames.
+# gzip level 1 everywhere: deterministic bytes (h5py's LZF filter is not: liblzf leaves its hash table
+# uninitialised, so equal data can compress to different bytes), portable to any HDF5 reader, and fast to
+# decode. The maps shrink 10-60x; photos only ~15 %.
 COMPRESSION = {
-    "hr": {"compression": "lzf"},
-    "lr": {"compression": "lzf"},
+    "hr": {"compression": "gzip", "compression_opts": 1},
+    "lr": {"compression": "gzip", "compression_opts": 1},
     "blur": {"compression": "gzip", "compression_opts": 1},
     "seg": {"compression": "gzip", "compression_opts": 1},
     "depth": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
