@@ -72,6 +72,11 @@ def write_fake_nyuv2(folder, n_frames, size=(480, 640), pool=24, seed=0):
     return mat, splits, cmap
 
 
+def _cpu():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def read_rate(root, split="train", max_items=400):
     """Samples/s reading through bsrdata.open_dataset (every array of each sample decoded)."""
     import bsrdata
@@ -116,6 +121,7 @@ def main(argv=None):
     ap.add_argument("--pool", type=int, default=24, help="Distinct synthetic frames cycled into the .mat.")
     ap.add_argument("--work", default=None, help="Working folder (default: a temporary one, removed).")
     ap.add_argument("--json", default=None, help="Write the results here as JSON.")
+    ap.add_argument("--no-torch", action="store_true", help="Skip the torch DataLoader read rate.")
     a = ap.parse_args(argv)
 
     from bsrdata.build import build_dataset
@@ -142,19 +148,28 @@ def main(argv=None):
             out = os.path.join(work, f"out{nw}")
             shutil.rmtree(out, ignore_errors=True)
             src = get_source("nyuv2", mat=mat, splits=splits, class_map=cmap)
+            c0, load0 = _cpu(), os.getloadavg()[0]
             t = time.perf_counter()
             s = build_dataset(src, out, cfg, seed=rec["seed"], workers=nw, shard_size=a.shard_size)
             dt = time.perf_counter() - t
+            cpu = _cpu() - c0
             renderings = sum(v["renderings"] for v in s["splits"].values())
-            res["runs"][nw] = {"seconds": dt, "renderings": renderings, "per_rendering_s": dt / renderings,
+            res["runs"][nw] = {"seconds": dt, "cpu_seconds": cpu, "renderings": renderings,
+                               "per_rendering_s": dt / renderings,
+                               "loadavg_1min_before_after": [load0, os.getloadavg()[0]],
                                "peak_rss_mb_per_worker": sorted(s["workers_peak_rss_mb"].values())}
-            print(f"workers={nw}: {dt:.1f} s for {renderings} renderings ({dt / renderings * 1000:.0f} ms each), "
+            print(f"workers={nw}: {dt:.1f} s wall, {cpu:.1f} s CPU for {renderings} renderings "
+                  f"({dt / renderings * 1000:.0f} ms each), "
                   f"peak RSS per worker {', '.join(f'{x:.0f}' for x in sorted(s['workers_peak_rss_mb'].values()))} MB",
                   flush=True)
         ws = sorted(res["runs"])
         if len(ws) >= 2:
             t1, t2 = res["runs"][ws[0]]["seconds"], res["runs"][ws[1]]["seconds"]
             res["speedup"] = t1 / t2
+            # on a shared machine wall time depends on other jobs; CPU time shows the work each run needed
+            c1, c2 = res["runs"][ws[0]]["cpu_seconds"], res["runs"][ws[1]]["cpu_seconds"]
+            res["cpu_ratio_2_vs_1"] = c2 / c1
+            res["cpu_share_used"] = {nw: r["cpu_seconds"] / r["seconds"] for nw, r in res["runs"].items()}
             m1 = read_manifest(os.path.join(work, f"out{ws[0]}"))
             m2 = read_manifest(os.path.join(work, f"out{ws[1]}"))
             sh = lambda m: [x["sha256"] for sp in m["splits"].values() for x in sp["shards"]]  # noqa: E731
@@ -163,7 +178,7 @@ def main(argv=None):
         res["projected_full_s"] = {nw: r["seconds"] * full_renderings / r["renderings"] for nw, r in res["runs"].items()}
         last = os.path.join(work, f"out{ws[-1]}")
         res["read_rate_open_dataset"] = read_rate(last)
-        rate, why = torch_rate(last)
+        rate, why = (None, "skipped") if a.no_torch else torch_rate(last)
         res["read_rate_torch_2workers"] = rate if rate is not None else why
         print(json.dumps(res, indent=1))
         if a.json:

@@ -1,0 +1,18 @@
+"""bench/build.py runs end to end at a tiny size (real-format fake .mat -> NYUv2Source -> shards), and its
+1- and 2-worker builds are byte-identical."""
+
+import importlib.util
+import os
+
+
+def test_bench_build_tiny(tmp_path, capsys):
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "build.py")
+    spec = importlib.util.spec_from_file_location("bench_build", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--frames", "10", "--size", "48x64", "--pool", "3", "--shard-size", "2", "--no-torch",
+                    "--json", str(tmp_path / "r.json")])
+    assert res["byte_identical"] is True
+    assert res["runs"][1]["renderings"] == res["runs"][2]["renderings"] == 5 + 5 + 5
+    assert res["read_rate_open_dataset"] > 0
+    assert (tmp_path / "r.json").exists()
