@@ -240,3 +240,12 @@ def test_cli_bad_config_and_labels(tmp_path, data):
     r = subprocess.run([sys.executable, "-m", "cli.main", "train", "nope", "--data", data, "--out", str(tmp_path / "r")],
                        capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 1 and "unknown 'nope'" in r.stderr
+
+
+def test_bad_val_groups_fail_before_training(tmp_path, data):
+    task = TinyTask()
+    cfg = small_cfg(task)
+    cfg["train"]["val_groups"] = [9]
+    with pytest.raises(BsrError, match="val_groups"):
+        train(task, cfg, data, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "last").exists()

@@ -187,7 +187,8 @@ class _CSV:
 
 
 # ------------------------------------------------------------------------------------------ main loop
-def _validate(task, model, cfg, dist):
+def _val_plan(cfg):
+    """(split, groups) validation will score, or None; BsrError for groups the dataset lacks."""
     d, t = cfg["data"], cfg["train"]
     split = d.get("val_split")
     if not split:
@@ -197,9 +198,21 @@ def _validate(task, model, cfg, dist):
     m = read_manifest(d["root"])
     if split not in m.get("splits", {}):
         return None
-    groups = [int(g) for g in t["val_groups"]] if split == "test" and m.get("groups") else None
+    if split != "test" or not m.get("groups"):
+        return split, None
+    groups = [int(g) for g in t["val_groups"]]
+    missing = [g for g in groups if str(g) not in m["groups"]]
+    if missing:
+        raise BsrError(f"train.val_groups: {missing} not in {d['root']} (has {', '.join(sorted(m['groups']))})")
+    return split, groups
+
+
+def _validate(task, model, cfg, dist):
+    plan = _val_plan(cfg)
+    if plan is None:
+        return None
     net = getattr(model, "module", model)
-    return task.evaluate(net, d["root"], cfg, groups, split=split, limit=int(t["val_limit"] or 0))
+    return task.evaluate(net, cfg["data"]["root"], cfg, plan[1], split=plan[0], limit=int(cfg["train"]["val_limit"] or 0))
 
 
 def train(task, cfg: dict, data_root, out_dir, resume: bool = True, *, progress: bool = True, device=None,
@@ -243,6 +256,7 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
     per_rank = t["batch_size"] // dist.world
     dataset = task.make_dataset(cfg, cfg["data"].get("train_split", "train"), True)
     task.check_data(cfg, dataset)
+    _val_plan(cfg)
     torch.manual_seed(int(t["seed"]))
     model = task.build_model(cfg).to(dist.device)
     if start:
