@@ -249,3 +249,18 @@ def test_bad_val_groups_fail_before_training(tmp_path, data):
     with pytest.raises(BsrError, match="val_groups"):
         train(task, cfg, data, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "last").exists()
+
+
+def test_blur_bias_starts_at_training_mean_sigma(tmp_path):
+    from bsrdata.dataset import BSRDataset
+    from test_torch_dataset import make_coord_dataset
+
+    root = make_coord_dataset(str(tmp_path / "d"), sigma=2.5)
+    task = CMOSTask()
+    cfg = task.config({"model": {"num_classes": 3, "width": 0.25}})
+    torch.manual_seed(0)
+    model = task.build_model(cfg).eval()
+    assert task.init_from_data(model, BSRDataset(root, "train"), cfg) == {"blur_bias": pytest.approx(2.5)}
+    assert float(model.final["blur"][-1].bias.detach()) == pytest.approx(2.5)
+    off = task.config({"model": {"num_classes": 3, "width": 0.25}, "init": {"blur_bias_samples": 0}})
+    assert task.init_from_data(model, BSRDataset(root, "train"), off) == {}

@@ -112,6 +112,10 @@ class Task:
     def check_data(self, cfg: dict, dataset) -> None:
         """Raise BsrError when the training dataset cannot serve this task (e.g. no labels)."""
 
+    def init_from_data(self, model, dataset, cfg: dict) -> dict:
+        """Data-dependent initialisation of a fresh model (not called on resume); returns facts to log."""
+        return {}
+
     def collate(self, items):
         from bsrdata.dataset import collate
 

@@ -32,6 +32,9 @@ class CMOSTask(Task):
         "data": {"train_split": "train", "val_split": "test", "crop": [480, 640], "hflip": True,
                  "zoom": [1, 1.2, 1.5], "zoom_rule": "physical"},
         "loss": {"aux_weight": 0.5, "blur_weight": 1.0, "seg_weight": 1.0},
+        # start the blur outputs' bias at the mean σ of the first N training samples (0 = off). With L1 and
+        # Adam a bias moves about lr per step, so from 0 it needs thousands of steps to reach the mean σ.
+        "init": {"blur_bias_samples": 64},
     }
 
     def check_config(self, cfg, where):
@@ -69,6 +72,19 @@ class CMOSTask(Task):
         if name != "cmos_blur" and n is not None and n != cfg["model"]["num_classes"]:
             raise BsrError(f"{dataset.root}: dataset has {n} classes, config model.num_classes is "
                            f"{cfg['model']['num_classes']}")
+
+    def init_from_data(self, model, dataset, cfg):
+        n = min(int(cfg.get("init", {}).get("blur_bias_samples", 0) or 0), len(dataset))
+        net = getattr(model, "module", model)
+        if not n or not hasattr(net, "final") or "blur" not in net.final:
+            return {}
+        view = getattr(dataset, "view", None)
+        vals = [float(np.mean((view[i] if view is not None else dataset[i])["blur"])) for i in range(n)]
+        mean = float(np.mean(vals))
+        with torch.no_grad():
+            net.final["blur"][-1].bias.fill_(mean)
+            net.aux["blur"].bias.fill_(mean)
+        return {"blur_bias": mean}
 
     def training_step(self, model, batch, cfg=None):
         lc = (cfg or self.default_config())["loss"]

@@ -261,6 +261,8 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
     model = task.build_model(cfg).to(dist.device)
     if start:
         checkpoint.load_state(model, last)
+    else:
+        task.init_from_data(model, dataset, cfg)  # same data on every rank -> same initial weights
     if dist.world > 1 and dist.device.type == "cuda" and t["sync_bn"]:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.train()
