@@ -246,7 +246,7 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         check_counts(recipe, plan.counts())
     labelled = {}
     for split, keys in splits.items():
-        labelled[split] = source.num_classes is not None and source.load(keys[0]).seg is not None
+        labelled[split] = source.load(keys[0]).seg is not None  # a split is labelled iff its first frame is
     jobs = plan_shards(plan, shard_size, labelled)
     attrs = cfg.to_attrs()
     attrs["num_classes"] = -1 if source.num_classes is None else int(source.num_classes)
