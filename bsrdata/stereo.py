@@ -115,6 +115,11 @@ def sgbm_disparity(left_rgb, right_rgb, max_disp=192, block_size=5):
         raise BsrError(f"sgbm: left {left.shape[1]}x{left.shape[0]} and right {right.shape[1]}x{right.shape[0]} "
                        "differ in size")
     nd = int(np.ceil(max(16, int(max_disp)) / 16.0)) * 16
+    # OpenCV fails with a bare allocation error when the search range is not narrower than the image.
+    width = left.shape[1]
+    if width <= 16:
+        raise BsrError(f"sgbm: image width {width} px is too small for stereo matching (need > 16)")
+    nd = min(nd, (width - 1) // 16 * 16)
     bs = int(block_size)
     matcher = cv2.StereoSGBM_create(
         minDisparity=0, numDisparities=nd, blockSize=bs,

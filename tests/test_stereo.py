@@ -178,3 +178,15 @@ def test_corrupt_disparity_png(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(BsrError, match="junk.png"):
         stereo.read_disparity_png(tmp_path / "junk.png")
+
+
+def test_sgbm_narrow_image_clamps_search_range():
+    """An image narrower than max_disp must not crash inside OpenCV."""
+    import numpy as np
+    from bsrdata.stereo import sgbm_disparity
+
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    right = np.roll(left, -4, axis=1)
+    disp, valid = sgbm_disparity(left, right, max_disp=192)
+    assert disp.shape == (64, 128) and valid.shape == (64, 128)
