@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from bsrdata.errors import BsrError
-from bsrdata.manifest import FORMAT, NAME, read_manifest, sha256_file, write_json_atomic, write_manifest
+from bsrdata.manifest import FORMAT, NAME, sha256_file, write_json_atomic, write_manifest
 
 N_HIST = 10
 
@@ -426,8 +426,6 @@ def merge(out, parts) -> dict:
     every planned shard, and that each shard file matches its part's sha256; copies (hard-links when
     possible) shard files into ``out`` and writes ``out/manifest.json`` last. Returns the manifest.
     """
-    import json as _json
-
     if not parts:
         raise BsrError("merge: no parts given")
     out = _check_out_dir(out)
@@ -436,7 +434,7 @@ def merge(out, parts) -> dict:
         for mp_ in _find_part_manifests(p):
             try:
                 with open(mp_, encoding="utf-8") as f:
-                    m = _json.load(f)
+                    m = json.load(f)
             except (OSError, ValueError) as exc:
                 raise BsrError(f"{mp_}: unreadable manifest ({exc})") from None
             from bsrdata.manifest import validate_manifest
@@ -501,11 +499,4 @@ def merge(out, parts) -> dict:
     return merged
 
 
-def expected_from_recipe(recipe) -> dict | None:
-    """The recipe's ``expected`` block, or None."""
-    if isinstance(recipe, dict) and isinstance(recipe.get("expected"), dict):
-        return recipe["expected"]
-    return None
-
-
-__all__ = ["build_dataset", "merge", "parse_shard", "plan_shards", "ShardJob", "read_manifest"]
+__all__ = ["build_dataset", "merge", "parse_shard", "plan_shards", "ShardJob"]

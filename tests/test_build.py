@@ -9,7 +9,6 @@ import bsrdata
 from bsrdata.build import build_dataset, merge, parse_shard
 from bsrdata.degrade import DegradeConfig
 from bsrdata.errors import BsrError
-from bsrdata.manifest import sha256_file
 from bsrdata.sources.synthetic import SyntheticSource
 
 CFG = DegradeConfig(renderer="gather")
