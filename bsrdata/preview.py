@@ -107,10 +107,10 @@ def make_panel(root, out, split: str = "test", group=None, n: int = 4, start: in
             _tile(lr_up, tw, th, Image.NEAREST),
             _tile(colormap(s["blur"] / sigma_max if sigma_max > 0 else s["blur"] * 0), tw, th, Image.NEAREST),
         ]
-        if s["seg"] is not None:
+        if s["seg"] is not None and np.any(s["seg"] != 255):
             tiles.append(_tile(pal[s["seg"]], tw, th, Image.NEAREST))
         else:
-            tiles.append(_blank(tw, th, "no labels", font))
+            tiles.append(_blank(tw, th, "no labels" if s["seg"] is None else "no labels (all 255)", font))
         if s.get("depth") is not None:
             d = np.asarray(s["depth"], float)
             lo, hi = float(d.min()), float(d.max())
