@@ -15,7 +15,7 @@ border (4-neighbours inside the image; :func:`reference.laplace_fill`) and writt
 
 Exact speed-ups (same result up to float rounding, ≤ 1e-6 in tests): taps below 1e-12 of the peak are
 dropped; the horizontal pass scatters only the layer's own pixels; the vertical pass and compositing run
-only on 16×16 tiles the blurred layer touches (α = C = 0 elsewhere leaves merged unchanged); normalisation
+only on 8×8 tiles the blurred layer touches (α = C = 0 elsewhere leaves merged unchanged); normalisation
 touches only tiles changed since the previous normalisation (elsewhere acc is already 0 or 1); B is
 evaluated only at uncovered pixels within the distance where B can still reach 1e-3; the fill is solved
 only on the band (conjugate gradients preconditioned by an aggregation-multigrid V-cycle, warm-started
@@ -39,7 +39,7 @@ from bsrdata.render.common import (
     trimmed_radius,
 )
 
-TILE = 16
+TILE = 8
 
 
 @njit(cache=True, inline="always")
