@@ -151,12 +151,18 @@ class ShardWriter:
         f["blur"][i] = blur
         if self.with_seg:
             seg = sample.get("seg")
-            f["seg"][i] = np.full(self.shape, 255, np.uint8) if seg is None else np.asarray(seg, np.uint8)
+            seg = np.full(self.shape, 255, np.uint8) if seg is None else np.asarray(seg)
+            if seg.shape != self.shape or seg.dtype != np.uint8:
+                raise BsrError(f"{key}: labels must be uint8 {self.shape}, got {seg.dtype} {seg.shape}")
+            f["seg"][i] = seg
         if self.with_depth:
             dep = sample.get("depth")
             if dep is None:
                 raise BsrError(f"{key}: depth requested but the sample has none")
-            f["depth"][i] = np.asarray(dep, np.float32)
+            dep = np.asarray(dep, np.float32)
+            if dep.shape != self.shape:
+                raise BsrError(f"{key}: depth {dep.shape} differs from the frame {self.shape}")
+            f["depth"][i] = dep
         f["key"][i] = key
         f["invariant"][i] = bool(sample["invariant"])
         f["params"][i] = json.dumps(sample.get("params", {}), sort_keys=True)
