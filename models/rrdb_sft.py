@@ -14,7 +14,8 @@ fed as ``index / num_classes`` (void -> 1.0), a linear rescaling of the index ch
 same order as the other inputs. Output: float (N, 3, s·h, s·w), RGB, not clamped.
 
 ``img_residual`` ("bicubic" / "bilinear", default None = the paper's network) adds the interpolated LR to the
-output, so the trunk learns a correction; it adds no parameters and makes short CPU runs (small configs,
+output (the last conv starts at zero, so the untrained network returns the interpolation), and the trunk
+learns a correction; it adds no parameters and makes short CPU runs (small configs,
 the demo) start from an interpolated image instead of from noise.
 
 Parameter count (defaults, 40 classes): 8,850,128 (8.85 M, -1.2 % from the paper's 8.96 M; the GIA is
@@ -107,6 +108,9 @@ class RRDBSFT(nn.Module):
         self.conv_trunk = nn.Conv2d(nf, nf, 3, padding=1)
         self.upconv = nn.Conv2d(nf, 3 * self.scale * self.scale, 3, padding=1)
         self.shuffle = nn.PixelShuffle(self.scale)
+        if self.img_residual:  # start exactly at the interpolated LR
+            nn.init.zeros_(self.upconv.weight)
+            nn.init.zeros_(self.upconv.bias)
 
     def seg_channel(self, seg: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """Class indices (N, H, W) or (N, 1, H, W), 255 = void -> float (N, 1, H, W) = index / num_classes."""

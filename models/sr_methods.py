@@ -97,8 +97,7 @@ class TorchSRMethod(Method):
 
         self.device = pick_device(self.device_name)
         if self.kind == "oracle":
-            if self.cmos_ckpt:
-                raise BsrError("--cmos-ckpt: the oracle method uses the true maps, not CMOS")
+            self.cmos_ckpt = None  # the oracle uses the true maps; a --cmos-ckpt is for the cmos method
             sr, _ = load_checkpoint(self.ckpt, expect=(RRDBSFT,), what="oracle")
             self.sr, self.chain = sr, None
             self.hashes = {"sr": ckpt_sha256(self.ckpt)}
