@@ -44,7 +44,7 @@ def test_unknown_keys_are_one_line_errors():
         task.config({"train": 3})
     with pytest.raises(BsrError, match="model.name"):
         task.config({"model": {"name": "rrdb_sft"}})
-    cfg = task.config({"train": {"lr": 2e-4}, "model": {"gia": {"spatial": False}}})
+    cfg = task.config({"train": {"lr": "2e-4"}, "model": {"gia": {"spatial": False}}})
     assert cfg["train"]["lr"] == 2e-4 and cfg["train"]["betas"] == TRAIN_DEFAULTS["betas"]
     assert cfg["model"]["gia"] == {"spatial": False} and cfg["data"]["root"] is None
     assert merge_config({"a": {"b": 1}}, {"a": {"b": 2}}) == {"a": {"b": 2}}

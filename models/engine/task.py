@@ -59,6 +59,11 @@ def merge_config(defaults: dict, user: dict | None, where: str = "config", prefi
         else:
             if isinstance(v, dict):
                 raise BsrError(f"{where}: '{name}' must be a value, not a mapping")
+            if isinstance(out[k], float) and isinstance(v, str):
+                try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+                    v = float(v)
+                except ValueError:
+                    raise BsrError(f"{where}: '{name}' must be a number, got {v!r}") from None
             out[k] = v
     return out
 
