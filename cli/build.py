@@ -86,12 +86,16 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
             bar.update(done - bar.n)
     try:
         summary = build_dataset(source, kw["out"], cfg, seed=seed, workers=kw["workers"],
-                                shard_size=kw["shard_size"] or 32, limit=kw["limit"], shard=kw["shard"], recipe=recipe,
-                                progress=progress, with_depth=kw["with_depth"], source_files=source_files,
-                                grouped=grouped, n_groups=n_groups)
-    finally:
+                                shard_size=kw["shard_size"] or 32, limit=kw["limit"], shard=kw["shard"],
+                                recipe=recipe, progress=progress, with_depth=kw["with_depth"],
+                                source_files=source_files, grouped=grouped, n_groups=n_groups)
+    except BaseException:
         if bar is not None:
+            bar.leave = False  # the error line alone, not a half bar above it
             bar.close()
+        raise
+    if bar is not None:
+        bar.close()
     _print_summary(summary)
     return summary
 
