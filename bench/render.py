@@ -91,8 +91,9 @@ def timeit(fn, repeat):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="nyu:sampled,nyu:0.5,city:sampled,city:0.25",
-                    help="comma list of SIZE:FOCUS, FOCUS = 'sampled' (near-favouring draw) or a depth rank in [0, 1]")
+    ap.add_argument("--cases", default="nyu:sampled:5,nyu:0.5,city:sampled:2,city:0.25",
+                    help="comma list of SIZE:FOCUS[:DRAWS], FOCUS = 'sampled' (near-favouring draw; DRAWS "
+                         "cameras, times averaged) or a depth rank in [0, 1]")
     ap.add_argument("--no-straightforward", default="city:0.25",
                     help="cases for which the straightforward run is skipped (too slow)")
     ap.add_argument("--repeat", type=int, default=3)
@@ -113,31 +114,40 @@ def main(argv=None):
     rows = []
     skip = set(args.no_straightforward.split(","))
     for case in args.cases.split(","):
-        name, rank = case.split(":")
+        parts = case.split(":")
+        name, rank = parts[0], parts[1]
+        draws = int(parts[2]) if len(parts) > 2 else 1
         spec = SIZES[name]
         img, depth = middlebury_scene(spec["h"], spec["w"])
-        coc, near, focus, n = camera(depth, spec["max_coc"], spec["layers"], args.seed,
-                                     None if rank == "sampled" else float(rank))
-        sigma = sigma_from_coc(coc)
-        t_fast, (out, stats) = timeit(
-            lambda: render_layered(img, coc, spec["max_coc"], near=near, return_stats=True), args.repeat)
-        t_pts, _ = timeit(lambda: render_gather_points(img, sigma, spec["max_coc"], 4), args.repeat)
-        if args.skip_straightforward or case in skip:
-            t_ref, diff = (float("nan"), float("nan")), float("nan")
-        else:
-            t_ref, ref = timeit(lambda: layered_opencv(img, coc, spec["max_coc"], near=near), 1)
-            diff = float(np.abs(out.astype(np.float64) - ref).max())
-        rows.append((f"{name} {spec['w']}×{spec['h']}, focus {rank}", spec, n, focus, stats["band_pixels"],
-                     t_fast, t_ref, diff, t_pts))
+        acc = []
+        for d in range(draws):
+            coc, near, focus, n = camera(depth, spec["max_coc"], spec["layers"], args.seed + d,
+                                         None if rank == "sampled" else float(rank))
+            sigma = sigma_from_coc(coc)
+            t_fast, (out, stats) = timeit(
+                lambda: render_layered(img, coc, spec["max_coc"], near=near, return_stats=True), args.repeat)
+            t_pts, _ = timeit(lambda: render_gather_points(img, sigma, spec["max_coc"], 4), args.repeat)
+            if args.skip_straightforward or f"{name}:{rank}" in skip:
+                t_ref, diff = (float("nan"), float("nan")), float("nan")
+            else:
+                t_ref, ref = timeit(lambda: layered_opencv(img, coc, spec["max_coc"], near=near), 1)
+                diff = float(np.abs(out.astype(np.float64) - ref).max())
+            acc.append((n, focus, stats["band_pixels"], t_fast, t_ref, diff, t_pts))
+        mean = lambda k: float(np.mean([a[k] for a in acc]))  # noqa: E731
+        pair = lambda k: tuple(float(np.mean([a[k][i] for a in acc])) for i in range(2))  # noqa: E731
+        label = f"{name} {spec['w']}×{spec['h']}, focus {rank}" + (f" (mean of {draws} draws)" if draws > 1 else "")
+        fmt_n = "/".join(str(a[0]) for a in acc)
+        fmt_f = "/".join(f"{a[1]:.2f}" for a in acc)
+        rows.append((label, spec, fmt_n, fmt_f, int(mean(2)), pair(3), pair(4), max(a[5] for a in acc), pair(6)))
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end (shared machine); "
           f"best of {args.repeat} (numba) / 1 (straightforward) runs; seconds per frame as wall / process CPU")
     print()
-    print("| frame | max_coc | layers | focus (m) | fill band px (all layers) | layered numba s (wall / cpu) "
+    print("| frame | max_coc | layers | focus (m) | fill band px (sum over layers) | layered numba s (wall / cpu) "
           "| straightforward s (wall / cpu) | speed-up (wall / cpu) | max abs diff | gather_points ×4 s (wall / cpu) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, spec, n, focus, band, t_fast, t_ref, diff, t_pts in rows:
-        print(f"| {name} | {spec['max_coc']} | {n} | {focus:.2f} | {band} | {t_fast[0]:.3f} / {t_fast[1]:.3f} "
+        print(f"| {name} | {spec['max_coc']} | {n} | {focus} | {band} | {t_fast[0]:.3f} / {t_fast[1]:.3f} "
               f"| {t_ref[0]:.2f} / {t_ref[1]:.2f} | {t_ref[0] / t_fast[0]:.1f}× / {t_ref[1] / t_fast[1]:.1f}× "
               f"| {diff:.1e} | {t_pts[0]:.3f} / {t_pts[1]:.3f} |")
 

@@ -174,3 +174,17 @@ def test_bad_inputs(fn):
             call(img, np.zeros((20, 31)), 9)
         except e as err:
             assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize("h,w", [(6, 7), (1, 9), (12, 3)])
+def test_images_smaller_than_the_window(h, w):
+    # mirrored borders repeat (period 2n) when the window is wider than the image
+    rng = np.random.default_rng(h * w)
+    img = rng.random((h, w, 3)).astype(np.float32)
+    depth = rng.choice([0.8, 1.5, 4.0], size=(h, w))
+    coc = optics.quantise_coc(optics.coc_normalised(depth, 1.5, 21))
+    near = depth < 1.5
+    ref = layered_reference(img, coc, 21, near=near)
+    assert np.abs(render_layered(img, coc, 21, near=near) - ref).max() <= 1e-4
+    sigma = optics.sigma_from_coc(coc)
+    assert np.abs(render_gather(img, sigma, 21) - gather_reference(img, sigma, 21)).max() <= 1e-4

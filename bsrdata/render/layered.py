@@ -349,7 +349,8 @@ def _mg_setup(band, nb, n_w, nbr0, deg0, cmaps):
             cm[ys[i], xs[i]] = -1
         nlev += 1
         off[nlev] = n
-    return off[:nlev + 1].copy(), nbr, w, diag, agg
+    ntot = off[nlev]
+    return off[:nlev + 1].copy(), nbr, w, diag, agg, np.zeros((ntot, 4)), np.zeros((ntot, 4))
 
 
 @njit(cache=True)
@@ -391,11 +392,10 @@ def _precondition(mg, r, z, deg, use_mg):
             for c in range(4):
                 z[i, c] = r[i, c] * inv
         return
-    off, nbr, w, diag, agg = mg
+    off, nbr, w, diag, agg, x, b = mg
     nlev = off.shape[0] - 1
-    ntot = off[nlev]
-    x = np.zeros((ntot, 4))
-    b = np.zeros((ntot, 4))
+    x[:] = 0.0
+    b[:] = 0.0
     for i in range(nb):
         for c in range(4):
             b[i, c] = r[i, c]
