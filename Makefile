@@ -22,6 +22,7 @@ test: install
 
 demo: install
 	bash scripts/demo.sh "$(BIN)" "$(OUT)"
+	bash scripts/demo_sr.sh "$(BIN)" "$(OUT)"
 
 bench: install
 	$(BIN)/python bench/render.py
