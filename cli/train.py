@@ -72,6 +72,10 @@ def train(task_name, data, config, out, resume, sets, device, no_progress):
         raise BsrError(f"--data {data}: no manifest.json (not a built dataset)")
     res = run(task, cfg, data, out, resume=resume, progress=not no_progress, device=device)
     if int(os.environ.get("RANK", "0")) == 0:
+        rep = getattr(res.get("model"), "pretrained_report", None)
+        if rep is not None:
+            click.echo(f"backbone weights: {len(rep['loaded'])} tensors loaded, {len(rep['skipped'])} skipped, "
+                       f"{len(rep['missing'])} left at random initialisation (see {out}/pretrained.json)")
         click.echo(f"trained {res['iterations']} iterations; checkpoint {res['checkpoint']}")
         if res.get("val"):
             from cli.evaluate import format_markdown

@@ -264,3 +264,25 @@ def test_blur_bias_starts_at_training_mean_sigma(tmp_path):
     assert float(model.final["blur"][-1].bias.detach()) == pytest.approx(2.5)
     off = task.config({"model": {"num_classes": 3, "width": 0.25}, "init": {"blur_bias_samples": 0}})
     assert task.init_from_data(model, BSRDataset(root, "train"), off) == {}
+
+
+def test_cli_train_with_backbone_weights_then_eval(tmp_path, data, capsys):
+    """bsr train cmos end to end (real CMOS, 2 iterations) with an ImageNet-style backbone file."""
+    from safetensors.torch import save_file
+
+    from cli.main import main
+    from models.hrnet import hrnet_w18_small_v2
+
+    b = hrnet_w18_small_v2(stem_stride=2)
+    save_file({k: v for k, v in b.state_dict().items() if k.startswith("layer1")}, str(tmp_path / "in1k.safetensors"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model:\n  num_classes: 4\n  width: 1.0\n  backbone_weights: {tmp_path / 'in1k.safetensors'}\n"
+                   "data:\n  crop: [32, 40]\ntrain:\n  iterations: 2\n  batch_size: 2\n  workers: 0\n  threads: 1\n")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "cmos", "--data", data, "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "tensors loaded" in out and "| Group1 |" in out
+    rep = json.loads((tmp_path / "run" / "pretrained.json").read_text())
+    assert "layer1.0.conv1.weight" in rep["loaded"]
+    model, cfg2 = checkpoint.load(tmp_path / "run" / "last")  # backbone_weights not needed to rebuild
+    assert cfg2["model"]["backbone_weights"].endswith("in1k.safetensors") and model.num_classes == 4

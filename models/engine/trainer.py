@@ -12,7 +12,7 @@ Run folder: ``config.json`` (the resolved config), ``log.csv`` (iteration, lr, l
 seconds per iteration), ``val.csv`` (iteration, group, metrics), ``last/`` (a checkpoint:
 ``model.safetensors`` + ``config.json`` + ``state.pt`` with optimiser/scaler state and the iteration,
 replaced atomically every ``train.ckpt_every`` iterations and at the end), ``metrics.json`` (the final
-validation).
+validation), ``pretrained.json`` (which backbone tensors an ImageNet weights file provided, if one was given).
 """
 
 from __future__ import annotations
@@ -259,6 +259,10 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
     _val_plan(cfg)
     torch.manual_seed(int(t["seed"]))
     model = task.build_model(cfg).to(dist.device)
+    report = getattr(model, "pretrained_report", None)
+    if report is not None and dist.main:
+        os.makedirs(out_dir, exist_ok=True)
+        _write_json(os.path.join(out_dir, "pretrained.json"), report)
     if start:
         checkpoint.load_state(model, last)
     else:
