@@ -3,8 +3,9 @@
 Each frame is ray-cast from a pinhole camera (focal length ≈ 0.8·W px, small random yaw and pitch) into a
 closed room: floor, ceiling, side walls and a back wall, with 3–7 objects (boxes and cylinders standing on
 the floor, spheres, fronto-parallel panels) at several depths so they occlude each other and the room.
-Every surface has its own procedural texture (checks, stripes, grain, sinusoid mixtures with fine detail)
-and Lambert shading. Depth is the camera z-distance in metres (≈ 0.6–10 m, like NYUv2), and the label of a
+Every surface has its own procedural texture (checks, stripes, grain, sinusoid mixtures with fine detail),
+band-limited by the pixel footprint so distant and grazing surfaces fade to their mean instead of
+aliasing, and Lambert shading. Depth is the camera z-distance in metres (≈ 0.6–10 m, like NYUv2), and the label of a
 pixel is the class of the surface that was hit, so depth edges and label edges coincide by construction.
 
 Classes (``num_classes`` = 8): 0 floor, 1 ceiling, 2 side wall, 3 back wall, 4 box, 5 sphere, 6 panel,
@@ -32,32 +33,41 @@ def _rng(seed, key):
         [int.from_bytes(h[i:i + 4], "little") for i in range(0, 32, 4)])))
 
 
-def _texture(rng, u, v):
-    """A random procedural pattern in [0, 1] of surface coordinates u, v (metres)."""
+def _fade(period, footprint):
+    """Contrast kept for a pattern of ``period`` seen through a pixel ``footprint`` (same units): 1 when a
+    period spans ≥ 4 pixels, 0 when it spans ≤ 2 (finer patterns would alias), linear in between."""
+    return np.clip((period / footprint - 2.0) / 2.0, 0.0, 1.0)
+
+
+def _texture(rng, u, v, footprint):
+    """A random procedural pattern in [0, 1] of surface coordinates u, v (metres), band-limited: every
+    component fades to its mean where its period covers fewer than ~4 pixels (``footprint``: metres per
+    pixel at each point), so distant or grazing surfaces do not alias."""
     kind = rng.integers(0, 4)
     if kind == 0:  # checks with fine stripes
         p = float(rng.uniform(0.15, 0.6))
         base = ((np.floor(u / p) + np.floor(v / p)) % 2).astype(np.float64)
-        fine = 0.5 + 0.5 * np.sin(2 * np.pi * u / float(rng.uniform(0.02, 0.06)))
-        t = 0.75 * base + 0.25 * fine
+        pf = float(rng.uniform(0.02, 0.06))
+        fine = np.sin(2 * np.pi * u / pf)
+        t = 0.5 + 0.75 * _fade(2 * p, footprint) * (base - 0.5) + 0.125 * _fade(pf, footprint) * fine
     elif kind == 1:  # oriented stripes
         a = float(rng.uniform(0, np.pi))
         p = float(rng.uniform(0.04, 0.25))
         w = u * np.cos(a) + v * np.sin(a)
-        t = 0.5 + 0.5 * np.sign(np.sin(2 * np.pi * w / p)) * np.minimum(1.0, np.abs(np.sin(2 * np.pi * w / p)) * 3)
+        sq = np.sign(np.sin(2 * np.pi * w / p)) * np.minimum(1.0, np.abs(np.sin(2 * np.pi * w / p)) * 3)
+        t = 0.5 + 0.5 * _fade(p, footprint) * sq
     elif kind == 2:  # wood-like grain
         p = float(rng.uniform(0.03, 0.1))
-        t = 0.5 + 0.5 * np.sin(2 * np.pi * (u + 0.08 * np.sin(2 * np.pi * v / float(rng.uniform(0.3, 1.0)))) / p)
+        t = 0.5 + 0.5 * _fade(p, footprint) * np.sin(
+            2 * np.pi * (u + 0.08 * np.sin(2 * np.pi * v / float(rng.uniform(0.3, 1.0)))) / p)
     else:  # sinusoid mixture (several scales, random orientations)
         t = np.zeros_like(u)
-        amp = 0.0
         for _ in range(4):
             a = float(rng.uniform(0, np.pi))
             p = float(rng.uniform(0.03, 0.8))
             ph = float(rng.uniform(0, 2 * np.pi))
-            t = t + np.sin(2 * np.pi * (u * np.cos(a) + v * np.sin(a)) / p + ph)
-            amp += 1.0
-        t = 0.5 + 0.5 * t / amp
+            t = t + _fade(p, footprint) * np.sin(2 * np.pi * (u * np.cos(a) + v * np.sin(a)) / p + ph)
+        t = 0.5 + 0.5 * t / 4.0
     return np.clip(t, 0.0, 1.0)
 
 
@@ -183,13 +193,18 @@ def render_scene(rng: np.random.Generator, height: int, width: int):
         m = sid == i
         if not m.any():
             continue
-        p = d[m] * best[m][:, None]  # world points of this surface's pixels (K, 3)
+        dm = d[m]
+        p = dm * best[m][:, None]  # world points of this surface's pixels (K, 3)
         u, v = uvfn(p)
-        t = _texture(trng, u, v)
-        col2 = trng.uniform(0.05, 0.9, size=3)
-        alb = col[None, :] * t[:, None] + col2[None, :] * (1 - t[:, None]) * 0.6
         nrm = nfn(p)
         nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-9)
+        # metres of surface under one pixel, along the most stretched direction (grazing angles stretch it)
+        dlen = np.linalg.norm(dm, axis=-1)
+        cos = np.abs((dm * nrm).sum(-1)) / dlen
+        footprint = best[m] * dlen / f / np.maximum(cos, 0.05)
+        t = _texture(trng, u, v, footprint)
+        col2 = trng.uniform(0.05, 0.9, size=3)
+        alb = col[None, :] * t[:, None] + col2[None, :] * (1 - t[:, None]) * 0.6
         shade = 0.45 + 0.55 * np.clip(nrm @ light, 0, 1)
         rgb[m] = alb * shade[:, None]
         cls[m] = c
