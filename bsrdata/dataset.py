@@ -43,6 +43,14 @@ def _pair(crop, name="crop"):
     return crop
 
 
+def _to_chw_unit(img: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1] (numpy: single-threaded, no torch thread pool)."""
+    out = np.empty((3,) + img.shape[:2], np.float32)
+    for c in range(3):
+        np.divide(img[:, :, c], np.float32(255.0), out=out[c], dtype=np.float32)
+    return out
+
+
 class BSRDataset(Dataset):
     """Shards of one split (or one test group) as a torch Dataset; see the module docstring."""
 
@@ -93,8 +101,8 @@ class BSRDataset(Dataset):
         rng = self._rng(index)
         lr, hr, blur, seg = self._augment(rng, lr, hr, blur, seg, s["key"])
         return {
-            "lr": torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float().div_(255.0),
-            "hr": torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1))).float().div_(255.0),
+            "lr": torch.from_numpy(_to_chw_unit(lr)),
+            "hr": torch.from_numpy(_to_chw_unit(hr)),
             "blur": torch.from_numpy(np.ascontiguousarray(blur, dtype=np.float32))[None],
             "seg": torch.from_numpy(np.ascontiguousarray(seg).astype(np.int64)),
             "key": s["key"],
