@@ -122,7 +122,7 @@ class StreamSampler(Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         perm = torch.randperm(self.n, generator=g).tolist()
         total = -(-self.n // self.world) * self.world
-        perm = (perm * 2)[:total] if total > self.n else perm
+        perm = (perm * -(-total // self.n))[:total]  # pad by wrapping so every rank gets as many
         return perm[self.rank::self.world]
 
     def __iter__(self):
