@@ -82,13 +82,15 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     ``F.interpolate(x, (H, W), mode="bilinear", align_corners=False)``.
     """
     n, _, hh, ww = flow.shape
-    ys = (torch.arange(hh, device=flow.device, dtype=flow.dtype) + 0.5) * (2.0 / hh) - 1.0
-    xs = (torch.arange(ww, device=flow.device, dtype=flow.dtype) + 0.5) * (2.0 / ww) - 1.0
+    dt = torch.float64 if flow.dtype == torch.float64 else torch.float32  # never build the grid in float16
+    ys = (torch.arange(hh, device=flow.device, dtype=dt) + 0.5) * (2.0 / hh) - 1.0
+    xs = (torch.arange(ww, device=flow.device, dtype=dt) + 0.5) * (2.0 / ww) - 1.0
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     base = torch.stack((gx, gy), dim=-1).unsqueeze(0)  # (1, H, W, 2)
-    scale = torch.tensor([2.0 / ww, 2.0 / hh], device=flow.device, dtype=flow.dtype)
-    grid = base + flow.permute(0, 2, 3, 1) * scale
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    scale = torch.tensor([2.0 / ww, 2.0 / hh], device=flow.device, dtype=dt)
+    grid = base + flow.permute(0, 2, 3, 1).to(dt) * scale
+    out = F.grid_sample(x.to(dt), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.to(x.dtype)
 
 
 class ChannelInteraction(nn.Module):
