@@ -173,3 +173,33 @@ def test_stage3_freezes_cmos_and_trains_sr(sr_data, tmp_path):
     chain.train()
     assert not chain.cmos.training and chain.sr.training
     assert all(not p.requires_grad for p in chain.cmos.parameters())
+
+
+@pytest.mark.parametrize("tr", [False, True])
+@pytest.mark.parametrize("hf", [False, True])
+@pytest.mark.parametrize("vf", [False, True])
+def test_dihedral_keeps_direct_grid_registered(tr, hf, vf):
+    from models.engine.task_sr import dihedral
+
+    torch.manual_seed(3)
+    hr = torch.rand(2, 3, 16, 20)
+    blur = torch.rand(2, 1, 16, 20)
+    batch = {"hr": hr, "lr": hr[..., ::4, ::4], "blur": blur, "seg": torch.randint(0, 5, (2, 16, 20))}
+    out, mask = dihedral(batch, tr, hf, vf, 4, True)
+    # LR pixel (i, j) is again HR pixel (4i, 4j), for the image and the maps
+    assert torch.equal(out["lr"], out["hr"][..., ::4, ::4])
+    assert out["blur"].shape[-2:] == out["hr"].shape[-2:] == mask.shape[-2:]
+    if hf or vf:
+        assert mask.sum() < mask.numel()
+        # the naive flip (what a centred downsampler needs) breaks the direct grid
+        naive, _ = dihedral(batch, tr, hf, vf, 4, False)
+        assert not torch.equal(naive["lr"], naive["hr"][..., ::4, ::4])
+    else:
+        assert bool(mask.all())
+    # the valid region of the target is a true flip/transpose of the original pixels
+    ref = hr.transpose(-2, -1) if tr else hr
+    if hf:
+        ref = ref.flip(-1)[..., 3:]
+    if vf:
+        ref = ref.flip(-2)[..., 3:, :]
+    assert torch.equal(out["hr"][..., : ref.shape[-2], : ref.shape[-1]], ref)

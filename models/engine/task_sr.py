@@ -33,14 +33,57 @@ def _dataset_classes(root):
     return int(n) if n else None
 
 
-def _rot90_batch(batch: dict, k: int) -> dict:
-    if k % 4 == 0:
-        return batch
+HR_KEYS = ("hr", "blur", "seg")
+
+
+def _shift_back(x: torch.Tensor, d: int, dim: int) -> torch.Tensor:
+    """``out[..., k, ...] = x[..., k + d, ...]`` along ``dim``; the last ``d`` entries repeat the edge."""
+    if d <= 0:
+        return x
+    n = x.shape[dim]
+    idx = torch.clamp(torch.arange(n, device=x.device) + d, max=n - 1)
+    return x.index_select(dim, idx)
+
+
+def dihedral(batch: dict, transpose: bool, hflip: bool, vflip: bool, scale: int, direct: bool):
+    """Apply one of the 8 flips/rotations to an LR/HR batch, keeping LR and HR registered.
+
+    With the ``direct`` downsampler LR pixel (i, j) is HR pixel (s·i, s·j), a grid that a flip does not map
+    onto itself: after flipping, the HR-grid maps (hr, blur, seg) are moved back by s - 1 pixels along the
+    flipped axis so that LR pixel (i, j) is again HR pixel (s·i, s·j). Returns (batch, mask) with mask
+    float (1, 1, H, W): 0 on the s - 1 rows/columns that moved in from outside (excluded from the loss).
+    Centred downsamplers (bicubic) need no shift.
+    """
     out = dict(batch)
-    for name in ("lr", "hr", "blur", "seg"):
-        if name in out and torch.is_tensor(out[name]):
-            out[name] = torch.rot90(out[name], k, dims=(-2, -1)).contiguous()
-    return out
+    keys = [k for k in ("lr",) + HR_KEYS if k in out and torch.is_tensor(out[k])]
+    if transpose:
+        for k in keys:
+            out[k] = out[k].transpose(-2, -1)
+    hr = out["hr"]
+    mask = torch.ones((1, 1) + tuple(hr.shape[-2:]), dtype=hr.dtype, device=hr.device)
+    d = scale - 1 if direct else 0
+    for flip, dim in ((hflip, -1), (vflip, -2)):
+        if not flip:
+            continue
+        for k in keys:
+            out[k] = out[k].flip(dim)
+            if k in HR_KEYS:
+                out[k] = _shift_back(out[k], d, dim)
+        if d:
+            if dim == -1:
+                mask[..., -d:] = 0
+            else:
+                mask[..., -d:, :] = 0
+    for k in keys:
+        out[k] = out[k].contiguous()
+    return out, mask
+
+
+def _masked_l1(pred, target, mask):
+    if mask is None or bool(mask.all()):
+        return F.l1_loss(pred, target)
+    m = mask.expand_as(pred)
+    return (torch.abs(pred - target) * m).sum() / m.sum()
 
 
 def _load_into(module, path, what):
@@ -65,17 +108,28 @@ class _SRTaskBase(Task):
 
         d = cfg["data"]
         if train:
-            return BSRDataset(d["root"], split, crop=d["crop"], hflip=d["hflip"], zoom=tuple(d["zoom"]),
-                              zoom_rule=d["zoom_rule"], seed=cfg["train"]["seed"])
+            # flips are done per batch in training_step (grid-aware), not by the dataset
+            ds = BSRDataset(d["root"], split, crop=d["crop"], hflip=False, zoom=tuple(d["zoom"]),
+                            zoom_rule=d["zoom_rule"], seed=cfg["train"]["seed"])
+            self._direct = str(ds.view.attrs.get("downsample", "direct")) == "direct"
+            self._scale = ds.scale
+            return ds
         return BSRDataset(d["root"], split)
 
     def _augment(self, batch, cfg):
-        if cfg is not None and cfg["data"].get("rot90"):
-            k = int(torch.randint(0, 4, (1,)).item())
-            if k and batch["lr"].shape[-1] != batch["lr"].shape[-2] and k % 2:
-                k = 2  # a non-square batch keeps its shape
-            batch = _rot90_batch(batch, k)
-        return batch
+        """Random flip / rot90 of the whole batch (``data.hflip``, ``data.rot90``) -> (batch, loss mask)."""
+        if cfg is None:
+            return batch, None
+        d = cfg["data"]
+        hf = bool(d.get("hflip")) and bool(torch.randint(0, 2, (1,)).item())
+        vf = tr = False
+        if d.get("rot90"):
+            vf = bool(torch.randint(0, 2, (1,)).item())
+            square = batch["lr"].shape[-1] == batch["lr"].shape[-2]
+            tr = square and bool(torch.randint(0, 2, (1,)).item())
+        if not (hf or vf or tr):
+            return batch, None
+        return dihedral(batch, tr, hf, vf, getattr(self, "_scale", 4), getattr(self, "_direct", True))
 
     def sr_forward(self, model, lr, sample):
         raise NotImplementedError
@@ -186,9 +240,9 @@ class RRDBSFTTask(_SRTaskBase):
                                f"{cfg['model']['num_classes']}")
 
     def training_step(self, model, batch, cfg=None):
-        batch = self._augment(batch, cfg)
+        batch, mask = self._augment(batch, cfg)
         sr = model(batch["lr"], batch["blur"], batch["seg"] if getattr(_unwrap(model), "use_seg", True) else None)
-        loss = F.l1_loss(sr, batch["hr"])
+        loss = _masked_l1(sr, batch["hr"], mask)
         return loss, {"l1": float(loss.detach())}
 
     def sr_forward(self, model, lr, s):
@@ -274,9 +328,9 @@ class BlindTask(_SRTaskBase):
                            f"{cfg['model']['num_classes']}")
 
     def training_step(self, model, batch, cfg=None):
-        batch = self._augment(batch, cfg)
+        batch, mask = self._augment(batch, cfg)
         out = model(batch["lr"])
-        loss = F.l1_loss(out["sr"], batch["hr"])
+        loss = _masked_l1(out["sr"], batch["hr"], mask)
         return loss, {"l1": float(loss.detach())}
 
     def sr_forward(self, model, lr, s):
