@@ -20,6 +20,9 @@ touches only tiles changed since the previous normalisation (elsewhere acc is al
 evaluated only at uncovered pixels within the distance where B can still reach 1e-3; the fill is solved
 only on the band (conjugate gradients preconditioned by an aggregation-multigrid V-cycle, warm-started
 from the previous fill, to a max residual of 1e-6 of the right-hand side: about 1e-6 in the output).
+
+All kernels live in this one file on purpose: numba's on-disk cache (cache=True) only notices edits to
+the file of the function it compiled, so a helper in another module could leave a stale kernel behind.
 """
 
 from __future__ import annotations
