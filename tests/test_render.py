@@ -188,3 +188,19 @@ def test_images_smaller_than_the_window(h, w):
     assert np.abs(render_layered(img, coc, 21, near=near) - ref).max() <= 1e-4
     sigma = optics.sigma_from_coc(coc)
     assert np.abs(render_gather(img, sigma, 21) - gather_reference(img, sigma, 21)).max() <= 1e-4
+
+
+def test_all_in_focus_returns_the_image_and_is_deterministic():
+    img, coc, near = planes_scene(2, max_coc=15, focus_rank=0.5)
+    np.testing.assert_array_equal(render_layered(img, np.zeros_like(coc), 15), img)
+    a = render_layered(img, coc, 15, near=near)
+    b = render_layered(img, coc, 15, near=near)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_count_layers_counts_both_sides_of_focus():
+    coc = np.array([[0.0, 2.0, 2.0, 5.0], [2.0, 0.04, 7.0, 7.0]])
+    near = np.array([[False, False, True, False], [True, True, True, False]])
+    # far side: {0, 20, 50, 70} (rint(c / 0.1)); near side: {20, 0, 70}
+    assert count_layers(coc, near) == 7
+    assert count_layers(coc) == 4
