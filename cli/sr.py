@@ -54,7 +54,7 @@ def blur_colour(sigma: np.ndarray, sigma_max: float, bar_width: int = 60) -> np.
     to8 = lambda v: np.clip(np.floor(v / sigma_max * 255 + 0.5), 0, 255).astype(np.uint8)  # noqa: E731
     img = cv2.applyColorMap(to8(sigma), cv2.COLORMAP_VIRIDIS)[..., ::-1]
     bar = np.full((h, bar_width, 3), 255, np.uint8)
-    top = max(16, h // 20) if h >= 60 else 4
+    top = max(26, h // 20) if h >= 60 else 4
     bot = h - max(6, h // 20)
     ramp = np.linspace(sigma_max, 0.0, max(bot - top, 2))
     strip = cv2.applyColorMap(to8(ramp)[:, None].repeat(12, 1), cv2.COLORMAP_VIRIDIS)[..., ::-1]
@@ -69,7 +69,7 @@ def blur_colour(sigma: np.ndarray, sigma_max: float, bar_width: int = 60) -> np.
         cv2.putText(bar, txt, (21, min(h - 2, max(8, y + 4))), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
                     cv2.LINE_AA)
     if h >= 60:
-        cv2.putText(bar, "sigma px", (2, top - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(bar, "sigma px", (2, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([img, bar], axis=1)
 
 
