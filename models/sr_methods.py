@@ -23,9 +23,13 @@ from bsrdata.metrics import to_uint8
 
 
 def ckpt_dir(path) -> str:
+    """A checkpoint folder, its ``model.safetensors``, or a run folder (-> its ``last/``) -> the folder."""
     path = os.fspath(path)
     if os.path.isfile(path) and os.path.basename(path).endswith(".safetensors"):
         return os.path.dirname(path) or "."
+    if not os.path.isfile(os.path.join(path, "model.safetensors")) and \
+            os.path.isfile(os.path.join(path, "last", "model.safetensors")):
+        return os.path.join(path, "last")
     return path
 
 
