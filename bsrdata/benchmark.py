@@ -448,8 +448,11 @@ def run_bench(data: BenchData, methods: list, out_dir, *, crop_border: int = 0, 
                     bar.close()
             shutil.rmtree(workdir, ignore_errors=True)
             current.append(slug)
-        except BsrError as exc:
-            msg = str(exc)
+        except (BsrError, RuntimeError, ValueError, OSError) as exc:
+            # one line per failed method; the others still run and their results stay in the tables
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            if not isinstance(exc, BsrError):
+                msg = f"{type(exc).__name__}: {msg}"
             if not msg.startswith(method.label):
                 msg = f"{method.label}: {msg}"
             errors.append(msg)
@@ -479,7 +482,15 @@ def _collect_rows(data, out_dir, crop_border, current):
             continue
         found[slug] = (header, scores)
     ordered = [s for s in current if s in found]
-    rest = sorted((s for s in found if s not in ordered), key=lambda s: found[s][0]["provenance"].get("started", ""))
+    # earlier runs' methods follow, newest result per label; a label scored in this run hides older ones
+    labels = {found[s][0]["label"] for s in ordered}
+    rest = []
+    for slug in sorted((s for s in found if s not in ordered),
+                       key=lambda s: found[s][0]["provenance"].get("started", ""), reverse=True):
+        if found[slug][0]["label"] not in labels:
+            labels.add(found[slug][0]["label"])
+            rest.append(slug)
+    rest.reverse()
     rows = []
     for slug in ordered + rest:
         header, scores = found[slug]

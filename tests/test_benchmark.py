@@ -241,3 +241,29 @@ def test_table_formats(dataset, tmp_path):
     # a different crop is a different table: earlier results are not mixed in
     res2 = bm.run_bench(data, [Counting()], tmp_path, crop_border=0)
     assert [r["label"] for r in res2.rows] == ["nearest"]
+
+
+def test_rerun_with_new_identity_replaces_row_of_same_label(dataset, tmp_path):
+    data = bm.BenchData(dataset, "1")
+    bm.run_bench(data, [bm.get_method("bicubic"), Counting()], tmp_path)
+    again = Counting()
+    again.spec = "test-nearest-v2"  # e.g. a retrained checkpoint: new identity, same label
+
+    def provenance():
+        return {"method": again.spec, "label": again.label}
+
+    again.provenance = provenance
+    res = bm.run_bench(data, [again], tmp_path)
+    assert [r["label"] for r in res.rows] == ["nearest", "bicubic"]
+    assert res.rows[0]["provenance"]["method"] == "test-nearest-v2"
+
+
+def test_unexpected_method_exception_is_one_line(dataset, tmp_path):
+    class Broken(Counting):
+        def run(self, samples, workdir):
+            raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+
+    data = bm.BenchData(dataset, "1")
+    res = bm.run_bench(data, [Broken(label="broken"), bm.get_method("bicubic")], tmp_path)
+    assert res.errors == ["broken: RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"]
+    assert [r["label"] for r in res.rows] == ["bicubic"]
