@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bsrdata.errors import BsrError
 from bsrdata.optics import check_max_coc
 from bsrdata.render.common import (
     ALPHA_FLOOR,
@@ -43,6 +44,7 @@ from bsrdata.render.common import (
 )
 
 TILE = 8
+FILL_TOL_SOR = 3e-6  # SOR stops when the largest Gauss-Seidel correction is below this
 
 
 @njit(cache=True, inline="always")
@@ -584,9 +586,134 @@ def _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit, g
     return nd, iters
 
 
+@njit(cache=True, fastmath=True)
+def _sor_range(ff, qs, inv, rhs, k0, k1, wp, omega):
+    """SOR updates of band entries k0..k1-1 (one colour: independent); returns the largest GS correction."""
+    dmax = 0.0
+    for k in range(k0, k1):
+        q = qs[k]
+        iv = inv[k]
+        t0 = (rhs[k, 0] + ff[q - 1, 0] + ff[q + 1, 0] + ff[q - wp, 0] + ff[q + wp, 0]) * iv - ff[q, 0]
+        t1 = (rhs[k, 1] + ff[q - 1, 1] + ff[q + 1, 1] + ff[q - wp, 1] + ff[q + wp, 1]) * iv - ff[q, 1]
+        t2 = (rhs[k, 2] + ff[q - 1, 2] + ff[q + 1, 2] + ff[q - wp, 2] + ff[q + wp, 2]) * iv - ff[q, 2]
+        t3 = (rhs[k, 3] + ff[q - 1, 3] + ff[q + 1, 3] + ff[q - wp, 3] + ff[q + wp, 3]) * iv - ff[q, 3]
+        ff[q, 0] += omega * t0
+        ff[q, 1] += omega * t1
+        ff[q, 2] += omega * t2
+        ff[q, 3] += omega * t3
+        m = max(max(abs(t0), abs(t1)), max(abs(t2), abs(t3)))
+        if m > dmax:
+            dmax = m
+    return dmax
+
+
+@njit(cache=True)
+def _fill_sor(band, nb, pm, merged, acc, fpad, dmark, dlist, nd, tol, maxit, guess, omega):
+    """Laplace-fill bg and P inside the band by red-black SOR on the frame grid; write to merged / acc.
+
+    ``fpad`` (H+2, W+2, 4) float64 is a zero scratch frame with a one-pixel margin: it holds the current
+    iterate at band pixels and 0 everywhere else (so P neighbours enter only through the constant
+    right-hand side and uncovered non-band neighbours as 0), and is zero again on return. Started from
+    ``guess`` (H·W, 4), the last fill's values at each pixel; the solution is stored back into it.
+    Sweeps until the largest Gauss-Seidel correction (mean of the neighbours minus the value) over the
+    four fields is ≤ tol, at most ``maxit`` sweeps. Returns (nd, sweeps)."""
+    n_h = pm.shape[0]
+    n_w = pm.shape[1]
+    ntx = dmark.shape[1]
+    wp = n_w + 2
+    ff = fpad.reshape((-1, 4))
+    # red pixels first, then black: q index into the padded frame
+    qs = np.empty(nb, dtype=np.int64)
+    inv = np.empty(nb)
+    rhs = np.zeros((nb, 4))
+    nred = 0
+    for i in range(nb):
+        p = band[i]
+        y = p // n_w
+        x = p - y * n_w
+        if ((y + x) & 1) == 0:
+            nred += 1
+    ir = 0
+    ib = nred
+    for i in range(nb):
+        p = band[i]
+        y = p // n_w
+        x = p - y * n_w
+        if ((y + x) & 1) == 0:
+            k = ir
+            ir += 1
+        else:
+            k = ib
+            ib += 1
+        q = (y + 1) * wp + x + 1
+        qs[k] = q
+        d = 0.0
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        if y > 0:
+            d += 1.0
+            if pm[y - 1, x] != 0:
+                s0 += merged[y - 1, x, 0]
+                s1 += merged[y - 1, x, 1]
+                s2 += merged[y - 1, x, 2]
+                s3 += 1.0
+        if y < n_h - 1:
+            d += 1.0
+            if pm[y + 1, x] != 0:
+                s0 += merged[y + 1, x, 0]
+                s1 += merged[y + 1, x, 1]
+                s2 += merged[y + 1, x, 2]
+                s3 += 1.0
+        if x > 0:
+            d += 1.0
+            if pm[y, x - 1] != 0:
+                s0 += merged[y, x - 1, 0]
+                s1 += merged[y, x - 1, 1]
+                s2 += merged[y, x - 1, 2]
+                s3 += 1.0
+        if x < n_w - 1:
+            d += 1.0
+            if pm[y, x + 1] != 0:
+                s0 += merged[y, x + 1, 0]
+                s1 += merged[y, x + 1, 1]
+                s2 += merged[y, x + 1, 2]
+                s3 += 1.0
+        inv[k] = 1.0 / d
+        rhs[k, 0] = s0
+        rhs[k, 1] = s1
+        rhs[k, 2] = s2
+        rhs[k, 3] = s3
+        for c in range(4):
+            ff[q, c] = guess[p, c]
+    sweeps = 0
+    while sweeps < maxit:
+        sweeps += 1
+        dmax = max(_sor_range(ff, qs, inv, rhs, 0, nred, wp, omega),
+                   _sor_range(ff, qs, inv, rhs, nred, nb, wp, omega))
+        if dmax <= tol:
+            break
+    for k in range(nb):
+        q = qs[k]
+        yy = q // wp
+        y = yy - 1
+        x = q - yy * wp - 1
+        p = y * n_w + x
+        merged[y, x, 0] = ff[q, 0]
+        merged[y, x, 1] = ff[q, 1]
+        merged[y, x, 2] = ff[q, 2]
+        acc[y, x] = ff[q, 3]
+        for c in range(4):
+            guess[p, c] = ff[q, c]
+            ff[q, c] = 0.0
+        nd = _mark(dmark, dlist, nd, (y // TILE) * ntx + x // TILE)
+    return nd, sweeps
+
+
 @njit(cache=True)
 def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floor, band_floor, tol, maxit,
-            use_mg):
+            solver, omega):
     n_h = img.shape[0]
     n_w = img.shape[1]
     nty = (n_h + TILE - 1) // TILE
@@ -613,6 +740,7 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
     index = np.full(n_h * n_w, -1, dtype=np.int64)
     band = np.empty(n_h * n_w, dtype=np.int64)
     guess = np.zeros((n_h * n_w, 4))
+    fpad = np.zeros((n_h + 2, n_w + 2, 4))
     cmaps = [np.full((1, 1), -1, dtype=np.int64)]
     for lev in range(1, MG_MAX_LEVELS):
         cmaps.append(np.full(((n_h >> lev) + 1, (n_w >> lev) + 1), -1, dtype=np.int64))
@@ -647,8 +775,12 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
                 nd = _normalise(merged, acc, dmark, dlist, nd)
                 nb = _find_band(pm, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hrow, band)
                 if nb > 0:
-                    nd, it = _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit, guess,
-                                        cmaps, use_mg)
+                    if solver == 2:
+                        nd, it = _fill_sor(band, nb, pm, merged, acc, fpad, dmark, dlist, nd, tol, maxit, guess,
+                                           omega)
+                    else:
+                        nd, it = _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit, guess,
+                                            cmaps, solver == 1)
                     n_iter += it
                     n_band_total += nb
             nd = _composite(vb, vlist, nv, vmark, merged, acc, floor_colour, alpha_floor, dmark, dlist, nd)
@@ -702,7 +834,7 @@ def plan_layers(coc, near, max_coc, coc_step):
 
 
 def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step=0.1, return_stats=False,
-                   fill_tol=1e-6, fill_solver="mg"):
+                   fill_tol=None, fill_solver="sor", fill_omega=1.75):
     """Layered defocus rendering (FACTS §2, SYNDOF), numba.
 
     Args:
@@ -725,8 +857,13 @@ def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step
     c = check_map(coc, a.shape[:2], "coc")
     n = check_near(near, a.shape[:2])
     order, starts, sigmas, gtab, rts, rbs = plan_layers(c, n, m, coc_step)
+    solvers = {"jacobi": 0, "mg": 1, "sor": 2}
+    if fill_solver not in solvers:
+        raise BsrError(f"fill_solver: expected one of {sorted(solvers)}, got {fill_solver!r}")
+    if fill_tol is None:
+        fill_tol = FILL_TOL_SOR if fill_solver == "sor" else 1e-6
     out, nband, niter = _render(a, order, starts, sigmas, gtab, rts, rbs, bool(floor_colour), ALPHA_FLOOR,
-                                BAND_FLOOR, float(fill_tol), 100000, fill_solver == "mg")
+                                BAND_FLOOR, float(fill_tol), 100000, solvers[fill_solver], float(fill_omega))
     if return_stats:
         return out, {"n_layers": int(sigmas.size), "band_pixels": int(nband), "cg_iterations": int(niter)}
     return out
