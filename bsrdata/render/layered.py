@@ -212,15 +212,55 @@ def _normalise(merged, acc, dmark, dlist, nd):
 
 
 @njit(cache=True)
-def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hrow, band):
+def _hsum_tile(pm, g, r, rt, gsum, run, hsum, ty, tx):
+    """hsum[y, x] = Σ_d g[r+d]·P[y, refl(x+d)] for the pixels of tile (ty, tx) (running counts skip windows
+    that are all 0 or all 1: same sum, same order)."""
+    n_h = pm.shape[0]
+    n_w = pm.shape[1]
+    y0 = ty * TILE
+    y1 = min(n_h, y0 + TILE)
+    x0 = tx * TILE
+    x1 = min(n_w, x0 + TILE)
+    nwin = 2 * rt + 1
+    for y in range(y0, y1):
+        run[0] = 0
+        for k in range(x1 - x0 + 2 * rt):
+            xx = x0 - rt + k
+            if xx < 0 or xx >= n_w:
+                xx = _refl(xx, n_w)
+            run[k + 1] = run[k] + pm[y, xx]
+        for x in range(x0, x1):
+            cnt = run[x - x0 + nwin] - run[x - x0]
+            if cnt == 0:
+                sm = 0.0
+            elif cnt == nwin:
+                sm = gsum
+            else:
+                sm = 0.0
+                if x - rt >= 0 and x + rt < n_w:
+                    for d in range(-rt, rt + 1):
+                        if pm[y, x + d] != 0:
+                            sm += g[r + d]
+                else:
+                    for d in range(-rt, rt + 1):
+                        if pm[y, _refl(x + d, n_w)] != 0:
+                            sm += g[r + d]
+            hsum[y, x] = sm
+
+
+@njit(cache=True)
+def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band):
     """Pixels with P = 0 and (G * P) ≥ band_floor, as flat indices in band; returns their count.
 
-    Only tiles with uncovered pixels and a covered pixel within rb (tile-level test) are evaluated."""
+    Only tiles with uncovered pixels and a covered pixel within rb (tile-level test) are evaluated; the
+    horizontal sums are computed once per tile (into ``hsum`` (H, W), on the tiles flagged in ``hflag``,
+    which is cleared again) and shared by the vertically neighbouring tiles."""
     n_h = pm.shape[0]
     n_w = pm.shape[1]
     nty = cnt_p.shape[0]
     ntx = cnt_p.shape[1]
     rtile = (rb + TILE - 1) // TILE
+    vtile = (rt + TILE - 1) // TILE
     # prefix sums of "tile has a covered pixel"
     pre = np.zeros((nty + 1, ntx + 1), dtype=np.int64)
     for ty in range(nty):
@@ -230,7 +270,7 @@ def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hrow, band):
     for d in range(-rt, rt + 1):
         gsum += g[r + d]
     run = np.zeros(TILE + 2 * rt + 1, dtype=np.int64)
-    nb = 0
+    cand = np.zeros((nty, ntx), dtype=np.uint8)
     for ty in range(nty):
         for tx in range(ntx):
             if cnt_p[ty, tx] == tile_area[ty, tx]:
@@ -241,48 +281,35 @@ def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hrow, band):
             b1 = min(ntx, tx + rtile + 1)
             if pre[a1, b1] - pre[a0, b1] - pre[a1, b0] + pre[a0, b0] == 0:
                 continue
+            cand[ty, tx] = 1
+    nb = 0
+    for ty in range(nty):
+        for tx in range(ntx):
+            if cand[ty, tx] == 0:
+                continue
             y0 = ty * TILE
             y1 = min(n_h, y0 + TILE)
             x0 = tx * TILE
             x1 = min(n_w, x0 + TILE)
-            # horizontal sums of P for rows y0 - rt .. y1 - 1 + rt, columns x0..x1-1; a window that is
-            # all 0 or all 1 (running count) skips the dot product (same sum, same order)
-            nwin = 2 * rt + 1
-            for yy in range(y0 - rt, y1 + rt):
-                ys = _refl(yy, n_h)
-                run[0] = 0
-                for k in range(x1 - x0 + 2 * rt):
-                    xx = x0 - rt + k
-                    if xx < 0 or xx >= n_w:
-                        xx = _refl(xx, n_w)
-                    run[k + 1] = run[k] + pm[ys, xx]
-                for x in range(x0, x1):
-                    cnt = run[x - x0 + nwin] - run[x - x0]
-                    if cnt == 0:
-                        s = 0.0
-                    elif cnt == nwin:
-                        s = gsum
-                    else:
-                        s = 0.0
-                        if x - rt >= 0 and x + rt < n_w:
-                            for d in range(-rt, rt + 1):
-                                if pm[ys, x + d] != 0:
-                                    s += g[r + d]
-                        else:
-                            for d in range(-rt, rt + 1):
-                                if pm[ys, _refl(x + d, n_w)] != 0:
-                                    s += g[r + d]
-                    hrow[yy - (y0 - rt), x - x0] = s
+            for tyy in range(max(0, ty - vtile), min(nty, ty + vtile + 1)):
+                if hflag[tyy, tx] == 0:
+                    hflag[tyy, tx] = 1
+                    _hsum_tile(pm, g, r, rt, gsum, run, hsum, tyy, tx)
             for y in range(y0, y1):
                 for x in range(x0, x1):
                     if pm[y, x] != 0:
                         continue
-                    s = 0.0
-                    for d in range(-rt, rt + 1):
-                        s += g[r + d] * hrow[y + d - (y0 - rt), x - x0]
-                    if s >= band_floor:
+                    sm = 0.0
+                    if y - rt >= 0 and y + rt < n_h:
+                        for d in range(-rt, rt + 1):
+                            sm += g[r + d] * hsum[y + d, x]
+                    else:
+                        for d in range(-rt, rt + 1):
+                            sm += g[r + d] * hsum[_refl(y + d, n_h), x]
+                    if sm >= band_floor:
                         band[nb] = y * n_w + x
                         nb += 1
+    hflag[:, :] = 0
     return nb
 
 
@@ -748,7 +775,8 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
     rmax = 0
     for li in range(rts.shape[0]):
         rmax = max(rmax, rts[li])
-    hrow = np.empty((TILE + 2 * rmax, TILE))
+    hsum = np.zeros((n_h, n_w))
+    hflag = np.zeros((nty, ntx), dtype=np.uint8)
     nd = 0
     seen_focus = False
     n_band_total = 0
@@ -773,7 +801,7 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             nv = _vscatter(hb, g32, r, rt, hlist, nh, hmark, vb, vmark, vlist, 0)
             if seen_focus:
                 nd = _normalise(merged, acc, dmark, dlist, nd)
-                nb = _find_band(pm, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hrow, band)
+                nb = _find_band(pm, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hsum, hflag, band)
                 if nb > 0:
                     if solver == 2:
                         nd, it = _fill_sor(band, nb, pm, merged, acc, fpad, dmark, dlist, nd, tol, maxit, guess,
