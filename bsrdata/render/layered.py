@@ -252,8 +252,11 @@ def _hsum_tile(pm, g, r, rt, gsum, run, hsum, ty, tx):
 
 
 @njit(cache=True)
-def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band):
-    """Pixels with P = 0 and (G * P) ≥ band_floor, as flat indices in band; returns their count.
+def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band, gs0, gmid, gt):
+    """Pixels with P = 0 and (G * P) ≥ band_floor, as flat indices in band; returns (count, tiles).
+
+    The band is listed tile by tile (row-major tiles); within a tile the red pixels ((y + x) even) come
+    first: tile group j is band[gs0[j]:gs0[j+1]], red up to gmid[j], tile index gt[j] (ty·ntx + tx).
 
     Only tiles with uncovered pixels and a covered pixel within rb (tile-level test) are evaluated; the
     horizontal sums are computed once per tile (into ``hsum`` (H, W), on the tiles flagged in ``hflag``,
@@ -286,6 +289,8 @@ def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band
                 continue
             cand[ty, tx] = 1
     nb = 0
+    ng = 0
+    blk = np.empty(TILE * TILE, dtype=np.int64)
     for ty in range(nty):
         for tx in range(ntx):
             if cand[ty, tx] == 0:
@@ -298,22 +303,45 @@ def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band
                 if hflag[tyy, tx] == 0:
                     hflag[tyy, tx] = 1
                     _hsum_tile(pm, g, r, rt, gsum, run, hsum, tyy, tx)
+            nb0 = nb
+            nblk = 0
             for y in range(y0, y1):
                 for x in range(x0, x1):
                     if pm[y, x] != 0:
                         continue
+                    # partial sums of non-negative terms: stop once the floor is reached
                     sm = 0.0
+                    inside = False
                     if y - rt >= 0 and y + rt < n_h:
                         for d in range(-rt, rt + 1):
                             sm += g[r + d] * hsum[y + d, x]
+                            if sm >= band_floor:
+                                inside = True
+                                break
                     else:
                         for d in range(-rt, rt + 1):
                             sm += g[r + d] * hsum[_refl(y + d, n_h), x]
-                    if sm >= band_floor:
-                        band[nb] = y * n_w + x
-                        nb += 1
+                            if sm >= band_floor:
+                                inside = True
+                                break
+                    if inside:
+                        if ((y + x) & 1) == 0:
+                            band[nb] = y * n_w + x
+                            nb += 1
+                        else:
+                            blk[nblk] = y * n_w + x
+                            nblk += 1
+            if nb > nb0 or nblk > 0:
+                gs0[ng] = nb0
+                gmid[ng] = nb
+                gt[ng] = ty * ntx + tx
+                ng += 1
+                for k in range(nblk):
+                    band[nb] = blk[k]
+                    nb += 1
+    gs0[ng] = nb
     hflag[:, :] = 0
-    return nb
+    return nb, ng
 
 
 MG_MIN_NODES = 16
@@ -744,15 +772,16 @@ def _fill_sor(band, nb, pm, merged, acc, fpad, dmark, dlist, nd, tol, maxit, gue
 
 
 @njit(cache=True)
-def _fill_sor_adaptive(band, nb, pm, merged, acc, fpad, gmap, dmark, dlist, nd, tol, maxit, guess, omega):
+def _fill_sor_adaptive(band, nb, gs0, gmid, gt, ng, pm, merged, acc, fpad, gmap, dmark, dlist, nd, tol, maxit,
+                       guess, omega):
     """As :func:`_fill_sor`, but sweeping only the 8×8 tiles where the iterate still moves.
 
-    The band (grouped by tile, as :func:`_find_band` lists it) is swept red-black over the *active*
-    tiles: those whose largest Gauss-Seidel correction in the previous sweep exceeded tol, and their
-    4-neighbour tiles. When no tile is active, a sweep over the whole band checks the stopping criterion
-    (largest correction ≤ tol everywhere) and re-activates the tiles that fail it. ``gmap`` (tiles) is a
-    −1 scratch map, −1 again on return. Returns (nd, sweeps counted in whole-band equivalents, rounded
-    up)."""
+    The band comes in tile groups with the red pixels first (see :func:`_find_band`) and is swept
+    red-black: the first sweep over every tile, then only over the *active* tiles: those whose largest
+    Gauss-Seidel correction in the previous sweep exceeded tol, and their 4-neighbour tiles. When no tile
+    is active, a sweep over the whole band checks the stopping criterion (largest correction ≤ tol
+    everywhere) and re-activates the tiles that fail it. ``gmap`` (tiles) is a −1 scratch map, −1 again
+    on return. Returns (nd, sweeps counted in whole-band equivalents, rounded up)."""
     n_h = pm.shape[0]
     n_w = pm.shape[1]
     ntx = dmark.shape[1]
@@ -761,52 +790,13 @@ def _fill_sor_adaptive(band, nb, pm, merged, acc, fpad, gmap, dmark, dlist, nd, 
     qs = np.empty(nb, dtype=np.int64)
     inv = np.empty(nb, dtype=np.float32)
     rhs = np.zeros((nb, 4), dtype=np.float32)
-    # tile groups: [g0, gm) red, [gm, g1) black
-    ng = 0
-    tprev = -1
-    for i in range(nb):
-        p = band[i]
-        t = (p // n_w // TILE) * ntx + (p % n_w) // TILE
-        if t != tprev:
-            ng += 1
-        tprev = t
-    gs0 = np.empty(ng + 1, dtype=np.int64)
-    gmid = np.empty(ng, dtype=np.int64)
-    gt = np.empty(ng, dtype=np.int64)
-    g = -1
-    for i in range(nb):
-        p = band[i]
-        t = (p // n_w // TILE) * ntx + (p % n_w) // TILE
-        if g < 0 or t != gt[g]:
-            g += 1
-            gt[g] = t
-            gs0[g] = i
-            gmid[g] = i
-        y = p // n_w
-        x = p - y * n_w
-        if ((y + x) & 1) == 0:
-            gmid[g] += 1
-    gs0[ng] = nb
     for g in range(ng):
         gmap[gt[g] // ntx, gt[g] % ntx] = g
-    ir = np.empty(ng, dtype=np.int64)
-    ib = np.empty(ng, dtype=np.int64)
-    for g in range(ng):
-        ir[g] = gs0[g]
-        ib[g] = gmid[g]
-    g = -1
-    for i in range(nb):
-        p = band[i]
+    for k in range(nb):
+        p = band[k]
         y = p // n_w
         x = p - y * n_w
-        g = gmap[y // TILE, x // TILE]
-        if ((y + x) & 1) == 0:
-            k = ir[g]
-            ir[g] += 1
-        else:
-            k = ib[g]
-            ib[g] += 1
-        q = (y + 1) * wp + x + 1
+        q = p + wp + 1 + 2 * y
         qs[k] = q
         d = 0.0
         s0 = 0.0
@@ -864,16 +854,8 @@ def _fill_sor_adaptive(band, nb, pm, merged, acc, fpad, gmap, dmark, dlist, nd, 
             gnb[g, 3] = gmap[ty, tx + 1]
     for g in range(ng):
         gmap[gt[g] // ntx, gt[g] % ntx] = -1
-    # initial corrections (no update) decide the first active set
     act = np.zeros(ng, dtype=np.uint8)
-    moved = np.zeros(ng, dtype=np.uint8)
-    for g in range(ng):
-        for k in range(gs0[g], gs0[g + 1]):
-            q = qs[k]
-            for c in range(4):
-                t = (rhs[k, c] + ff[q - 1, c] + ff[q + 1, c] + ff[q - wp, c] + ff[q + wp, c]) * inv[k] - ff[q, c]
-                if abs(t) > tol:
-                    moved[g] = 1
+    moved = np.ones(ng, dtype=np.uint8)  # first sweep: everything
     work = 0
     full_check = False
     while work < maxit * nb:
@@ -913,12 +895,13 @@ def _fill_sor_adaptive(band, nb, pm, merged, acc, fpad, gmap, dmark, dlist, nd, 
                 n_moved += moved[g]
             if n_moved == 0:
                 break
+    for g in range(ng):
+        nd = _mark(dmark, dlist, nd, gt[g])
     for k in range(nb):
         q = qs[k]
-        yy = q // wp
-        y = yy - 1
-        x = q - yy * wp - 1
-        p = y * n_w + x
+        p = band[k]
+        y = p // n_w
+        x = p - y * n_w
         merged[y, x, 0] = ff[q, 0]
         merged[y, x, 1] = ff[q, 1]
         merged[y, x, 2] = ff[q, 2]
@@ -926,7 +909,6 @@ def _fill_sor_adaptive(band, nb, pm, merged, acc, fpad, gmap, dmark, dlist, nd, 
         for c in range(4):
             guess[p, c] = ff[q, c]
             ff[q, c] = 0.0
-        nd = _mark(dmark, dlist, nd, (y // TILE) * ntx + x // TILE)
     return nd, (work + nb - 1) // nb
 
 
@@ -958,6 +940,9 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             tile_area[ty, tx] = (min(n_h, ty * TILE + TILE) - ty * TILE) * (min(n_w, tx * TILE + TILE) - tx * TILE)
     index = np.full(n_h * n_w, -1, dtype=np.int64)
     band = np.empty(n_h * n_w, dtype=np.int64)
+    gs0 = np.empty(nt + 1, dtype=np.int64)
+    gmid = np.empty(nt, dtype=np.int64)
+    gt = np.empty(nt, dtype=np.int64)
     guess = np.zeros((n_h * n_w, 4))
     fpad = np.zeros((n_h + 2, n_w + 2, 4), dtype=np.float32)
     gmap = np.full((nty, ntx), -1, dtype=np.int64)
@@ -994,11 +979,12 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             nv = _vscatter(hb, g32, r, rt, hlist, nh, hmark, vb, vmark, vlist, 0)
             if seen_focus:
                 nd = _normalise(merged, acc, dmark, dlist, nd)
-                nb = _find_band(pm, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hsum, hflag, band)
+                nb, ng = _find_band(pm, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hsum, hflag, band, gs0,
+                                    gmid, gt)
                 if nb > 0:
                     if solver == 3:
-                        nd, it = _fill_sor_adaptive(band, nb, pm, merged, acc, fpad, gmap, dmark, dlist, nd, tol,
-                                                    maxit, guess, omega)
+                        nd, it = _fill_sor_adaptive(band, nb, gs0, gmid, gt, ng, pm, merged, acc, fpad, gmap,
+                                                    dmark, dlist, nd, tol, maxit, guess, omega)
                     elif solver == 2:
                         nd, it = _fill_sor(band, nb, pm, merged, acc, fpad, dmark, dlist, nd, tol, maxit, guess,
                                            omega)
