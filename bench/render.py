@@ -6,13 +6,16 @@ scikit-image, resized; depth_mm = 994.978·193.001 / (disp + 31.086), unknown di
 
 - ``render_layered`` (numba) against the straightforward implementation (full-frame OpenCV blur per layer,
   same compositing and fill: ``reference.layered_opencv``), with the max abs difference;
-- ``render_gather_points`` at the ×4 LR points.
+- ``render_gather_points`` at the ×4 LR points;
+- with ``--compare-solver mg``: ``render_layered`` with that fill solver too (the multigrid CG fill the
+  default adaptive SOR replaced), timed beside the default in the same process.
 
 The focus is drawn with ``optics.sample_focus``; like SYNDOF (which resamples the camera up to 20 times)
 the bench redraws until the layer count is in the SYNDOF range (200–350 NYUv2, 600–1000 Cityscapes).
 Prints a Markdown table. Numba is warmed up (compiled) before timing.
 
     python bench/render.py [--cases nyu:sampled,city:0.5] [--repeat 3] [--skip-straightforward]
+                           [--no-straightforward city:sampled,city:0.25] [--compare-solver mg]
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-straightforward", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compare-solver", default="",
+                    help="also time render_layered with this fill_solver (e.g. mg, the previous default)")
     args = ap.parse_args(argv)
 
     from bsrdata.optics import sigma_from_coc
@@ -127,29 +132,38 @@ def main(argv=None):
             t_fast, (out, stats) = timeit(
                 lambda: render_layered(img, coc, spec["max_coc"], near=near, return_stats=True), args.repeat)
             t_pts, _ = timeit(lambda: render_gather_points(img, sigma, spec["max_coc"], 4), args.repeat)
+            if args.compare_solver:
+                t_cmp, out_cmp = timeit(lambda: render_layered(img, coc, spec["max_coc"], near=near,
+                                                               fill_solver=args.compare_solver), args.repeat)
+            else:
+                t_cmp, out_cmp = (float("nan"), float("nan")), None
             if args.skip_straightforward or f"{name}:{rank}" in skip:
                 t_ref, diff = (float("nan"), float("nan")), float("nan")
             else:
                 t_ref, ref = timeit(lambda: layered_opencv(img, coc, spec["max_coc"], near=near), 1)
                 diff = float(np.abs(out.astype(np.float64) - ref).max())
-            acc.append((n, focus, stats["band_pixels"], t_fast, t_ref, diff, t_pts))
+            acc.append((n, focus, stats["band_pixels"], t_fast, t_ref, diff, t_pts, t_cmp))
         mean = lambda k: float(np.mean([a[k] for a in acc]))  # noqa: E731
         pair = lambda k: tuple(float(np.mean([a[k][i] for a in acc])) for i in range(2))  # noqa: E731
         label = f"{name} {spec['w']}×{spec['h']}, focus {rank}" + (f" (mean of {draws} draws)" if draws > 1 else "")
         fmt_n = "/".join(str(a[0]) for a in acc)
         fmt_f = "/".join(f"{a[1]:.2f}" for a in acc)
-        rows.append((label, spec, fmt_n, fmt_f, int(mean(2)), pair(3), pair(4), max(a[5] for a in acc), pair(6)))
+        rows.append((label, spec, fmt_n, fmt_f, int(mean(2)), pair(3), pair(4), max(a[5] for a in acc), pair(6),
+                     pair(7)))
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end (shared machine); "
           f"best of {args.repeat} (numba) / 1 (straightforward) runs; seconds per frame as wall / process CPU")
     print()
+    cmp_col = f" layered, fill_solver={args.compare_solver} s (wall / cpu) |" if args.compare_solver else ""
     print("| frame | max_coc | layers | focus (m) | fill band px (sum over layers) | layered numba s (wall / cpu) "
-          "| straightforward s (wall / cpu) | speed-up (wall / cpu) | max abs diff | gather_points ×4 s (wall / cpu) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, spec, n, focus, band, t_fast, t_ref, diff, t_pts in rows:
+          "| straightforward s (wall / cpu) | speed-up (wall / cpu) | max abs diff | gather_points ×4 s (wall / cpu) |"
+          + cmp_col)
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.compare_solver else ""))
+    for name, spec, n, focus, band, t_fast, t_ref, diff, t_pts, t_cmp in rows:
         print(f"| {name} | {spec['max_coc']} | {n} | {focus} | {band} | {t_fast[0]:.3f} / {t_fast[1]:.3f} "
               f"| {t_ref[0]:.2f} / {t_ref[1]:.2f} | {t_ref[0] / t_fast[0]:.1f}× / {t_ref[1] / t_fast[1]:.1f}× "
-              f"| {diff:.1e} | {t_pts[0]:.3f} / {t_pts[1]:.3f} |")
+              f"| {diff:.1e} | {t_pts[0]:.3f} / {t_pts[1]:.3f} |"
+              + (f" {t_cmp[0]:.3f} / {t_cmp[1]:.3f} |" if args.compare_solver else ""))
 
 
 if __name__ == "__main__":

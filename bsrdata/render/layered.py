@@ -981,7 +981,7 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
                 nd = _normalise(merged, acc, dmark, dlist, nd)
                 nb, ng = _find_band(pm, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hsum, hflag, band, gs0,
                                     gmid, gt)
-                if nb > 0:
+                if nb > 0 and solver >= 0:  # solver < 0: band search only (profiling)
                     if solver == 3:
                         nd, it = _fill_sor_adaptive(band, nb, gs0, gmid, gt, ng, pm, merged, acc, fpad, gmap,
                                                     dmark, dlist, nd, tol, maxit, guess, omega)
