@@ -15,7 +15,8 @@ if [ ! -f "$DATA/manifest.json" ]; then
   exit 1
 fi
 if [ ! -f "$CMOS/last/config.json" ]; then
-  "$BIN/bsr" train cmos --data "$DATA" --config configs/cmos_demo.yaml --out "$CMOS" --resume --no-progress
+  "$BIN/bsr" train cmos --data "$DATA" --config configs/cmos_demo.yaml --out "$CMOS" --resume --no-progress \
+    >/dev/null
 fi
 "$BIN/bsr" train rrdb-sft --data "$DATA" --config configs/rrdb_sft_demo.yaml --out "$SR" --resume --no-progress \
   >/dev/null
