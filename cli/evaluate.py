@@ -16,7 +16,8 @@ import click
 
 from bsrdata.errors import BsrError
 
-COLUMNS = (("blur_psnr", "Blur PSNR", "{:.2f}"), ("blur_ssim", "Blur SSIM", "{:.4f}"), ("miou", "mIoU (%)", "{:.2f}"))
+COLUMNS = (("blur_psnr", "Blur PSNR", "{:.2f}"), ("blur_ssim", "Blur SSIM", "{:.4f}"), ("miou", "mIoU (%)", "{:.2f}"),
+           ("psnr", "PSNR-Y", "{:.2f}"), ("ssim", "SSIM-Y", "{:.4f}"))
 
 
 def _label(g):
