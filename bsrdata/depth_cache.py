@@ -11,7 +11,6 @@ resumed run cannot silently mix disparities from different settings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -106,14 +105,6 @@ def remove_stale_temps(pair: StereoPair) -> int:
                 except OSError:
                     pass
     return n
-
-
-def file_sha256(path, chunk=1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_writable(out_dir) -> None:

@@ -23,11 +23,11 @@ Helpers check a build against its recipe: :func:`expected_counts` (the Table 1 r
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 
 from bsrdata.errors import BsrError
+from bsrdata.manifest import sha256_file
 
 _PKG = "bsrdata.recipes_data"
 _REQUIRED = ("name", "version", "dataset", "seed", "degrade", "expected", "source_sha256")
@@ -165,18 +165,6 @@ def check_counts(recipe, plan_counts):
                            f"the recipe expects {exp['group_members'][str(g)]}")
 
 
-def file_sha256(path, bufsize=1 << 22):
-    """Hex sha256 of a file, read in chunks (a 2.8 GB .mat never sits in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(bufsize)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def check_source_files(recipe, paths):
     """Check source files against the recipe's ``source_sha256``.
 
@@ -187,7 +175,7 @@ def check_source_files(recipe, paths):
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise BsrError(f"{path}: file not found")
-        actual = file_sha256(path)
+        actual = sha256_file(path)
         out[fname] = actual
         want = recipe.get("source_sha256", {}).get(fname)
         if want is not None and want.lower() != actual:

@@ -6,6 +6,8 @@ import re
 
 import click
 
+from cli.progress import bar_callback
+
 from bsrdata.errors import BsrError
 
 DEMO_TRAIN, DEMO_TEST, DEMO_SIZE = 40, 15, "240x320"
@@ -78,12 +80,7 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
 
         bar = tqdm(total=0, unit="img", desc=f"build {kw['shard']}" if kw["shard"] != "1/1" else "build",
                    dynamic_ncols=True)
-
-        def progress(done, total):
-            if bar.total != total:
-                bar.total = total
-                bar.refresh()
-            bar.update(done - bar.n)
+        progress = bar_callback(bar)
     try:
         summary = build_dataset(source, kw["out"], cfg, seed=seed, workers=kw["workers"],
                                 shard_size=kw["shard_size"] or 32, limit=kw["limit"], shard=kw["shard"],

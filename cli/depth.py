@@ -61,6 +61,7 @@ def cityscapes(root, weights, out_dir, device, size, iters, splits, limit):
     import numpy as np
 
     from bsrdata import depth_cache, stereo
+    from bsrdata.manifest import sha256_file
     from bsrdata.sources.folder import read_image
 
     size = _parse_size(size)
@@ -74,7 +75,7 @@ def cityscapes(root, weights, out_dir, device, size, iters, splits, limit):
 
     model = load_crestereo(weights, dev)
     depth_cache.check_settings(out_dir, {
-        "method": "crestereo", "weights_sha256": depth_cache.file_sha256(weights),
+        "method": "crestereo", "weights_sha256": sha256_file(weights),
         "size": None if size is None else f"{size[0]}x{size[1]}", "iters": iters,
     })
     todo = [p for p in pairs if not depth_cache.is_cached(p)]

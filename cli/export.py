@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import click
 
+from cli.progress import bar_callback
+
 
 @click.command()
 @click.argument("root", type=click.Path())
@@ -23,12 +25,7 @@ def export(root, fmt, out_dir, overwrite):
     from bsrdata.export import export_dataset
 
     bar = tqdm(total=0, unit="img", desc=f"export {fmt}", leave=False, dynamic_ncols=True)
-
-    def progress(done, total):
-        if bar.total != total:
-            bar.total = total
-            bar.refresh()
-        bar.update(done - bar.n)
+    progress = bar_callback(bar)
 
     try:
         summary = export_dataset(root, out_dir, fmt, overwrite=overwrite, progress=progress)

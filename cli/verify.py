@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cli.progress import bar_callback
+
 from bsrdata.errors import BsrError
 
 
@@ -21,12 +23,7 @@ def verify(root, full, quiet):
         from tqdm import tqdm
 
         bar = tqdm(total=0, unit="shard", desc="verify", dynamic_ncols=True)
-
-        def progress(done, total):
-            if bar.total != total:
-                bar.total = total
-                bar.refresh()
-            bar.update(done - bar.n)
+        progress = bar_callback(bar)
     try:
         rep = verify_dataset(root, full=full, progress=progress)
     finally:
