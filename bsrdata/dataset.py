@@ -32,6 +32,10 @@ from bsrdata.shards import open_dataset
 ZOOM_RULES = ("physical", "paper")
 
 
+# what a training item needs: depth and the JSON params are not decoded
+_FIELDS = ("key", "hr", "lr", "blur", "seg", "invariant")
+
+
 def _pair(crop, name="crop"):
     if crop is None:
         return None
@@ -87,14 +91,14 @@ class BSRDataset(Dataset):
     def has_labels(self) -> bool:
         """Whether the split carries segmentation labels (reads the first sample once)."""
         if self._has_labels is None:
-            self._has_labels = len(self.view) > 0 and self.view[0]["seg"] is not None
+            self._has_labels = len(self.view) > 0 and self.view.get(0, ("seg",))["seg"] is not None
         return self._has_labels
 
     def _rng(self, index):
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
     def __getitem__(self, index):
-        s = self.view[index]
+        s = self.view.get(index, _FIELDS)
         lr, hr, blur, seg = s["lr"], s["hr"], s["blur"], s["seg"]
         if seg is None:
             seg = np.full(hr.shape[:2], 255, np.uint8)

@@ -136,3 +136,24 @@ def test_read_validation(tmp_path):
         read_manifest(root)
     with pytest.raises(BsrError, match="missing"):
         read_manifest(tmp_path)
+
+
+def test_get_reads_only_the_requested_fields(tmp_path):
+    """``DatasetView.get(i, fields)`` returns exactly those fields, equal to the full read."""
+    import pytest
+    from bsrdata import open_dataset
+    from bsrdata.build import build_dataset
+    from bsrdata.degrade import DegradeConfig
+    from bsrdata.errors import BsrError
+    from bsrdata.sources import get_source
+
+    src = get_source("demo", n_train=5, n_test=0, size=(32, 48), middlebury=False)
+    build_dataset(src, tmp_path / "d", DegradeConfig(max_coc=9), seed=1, with_depth=True)
+    view = open_dataset(tmp_path / "d", "train")
+    full = view[2]
+    part = view.get(2, ("key", "blur", "invariant"))
+    assert set(part) == {"key", "blur", "invariant"}
+    assert part["key"] == full["key"] and part["invariant"] == full["invariant"]
+    assert (part["blur"] == full["blur"]).all() and full["depth"] is not None
+    with pytest.raises(BsrError, match="unknown sample field"):
+        view.get(0, ("colour",))
