@@ -78,6 +78,8 @@ class BSRDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.sigma_max = float(self.view.attrs.get("sigma_max", 0.0))
+        # with `direct` downsampling LR pixel i is HR pixel s*i; a mirrored pair must be re-registered
+        self._flip_shift = self.scale - 1 if self.view.attrs.get("downsample", "direct") == "direct" else 0
         self._has_labels = None
 
     def __len__(self):
@@ -137,6 +139,13 @@ class BSRDataset(Dataset):
             seg = cv2.resize(seg, (cw * s, ch * s), interpolation=cv2.INTER_NEAREST)
         if self.hflip and rng.random() < 0.5:
             lr, hr, blur, seg = lr[:, ::-1], hr[:, ::-1], blur[:, ::-1], seg[:, ::-1]
+            d = self._flip_shift
+            if d:
+                # after the mirror, LR pixel i sits on HR pixel s*i + (s-1): move the HR side back by s-1
+                # columns (edge-padded; the padded labels are 255 so no loss is taken there)
+                hr = np.pad(hr[:, d:], ((0, 0), (0, d), (0, 0)), mode="edge")
+                blur = np.pad(blur[:, d:], ((0, 0), (0, d)), mode="edge")
+                seg = np.pad(seg[:, d:], ((0, 0), (0, d)), constant_values=255)
         return lr, hr, blur, seg
 
 

@@ -63,13 +63,20 @@ def test_crops_stay_aligned(tmp_path, hflip):
             hr = (it["hr"] * 255).round().long()
             lr = (it["lr"] * 255).round().long()
             assert hr.shape == (3, 16, 24) and lr.shape == (3, 4, 6)
-            assert torch.equal(lr, hr[:, ::4, ::4] if hr[0, 0, 1] > hr[0, 0, 0] else hr[:, ::4, 3::4])
+            flipped = bool(hr[0, 0, 1] < hr[0, 0, 0])
+            # `direct` LR pixel i is HR pixel 4i, also after a flip (the HR side is re-registered)
+            assert torch.equal(lr, hr[:, ::4, ::4])
             x = hr[0].double()
             assert torch.allclose(it["blur"][0].double(), x / 10.0, atol=1e-6)
             y = hr[1]
-            assert torch.equal(it["seg"], (x.long() // 4 + y // 4) % 3)
+            valid = slice(0, -3) if flipped else slice(None)  # the 3 re-registration columns are ignored
+            assert torch.equal(it["seg"][:, valid], ((x.long() // 4 + y // 4) % 3)[:, valid])
+            if flipped:
+                assert (it["seg"][:, -3:] == 255).all()
+                # mirrored: HR x decreases by one per column, and LR pixel j is HR column 4j's x
+                assert torch.equal(x[0, :-4] - x[0, 1:-3], torch.ones(20, dtype=x.dtype))
             assert y[0, 0] % 4 == 0
-            flips += int(hr[0, 0, 1] < hr[0, 0, 0])
+            flips += int(flipped)
     assert (flips > 0) == hflip
 
 
