@@ -27,18 +27,23 @@ def colormap(x) -> np.ndarray:
     return np.round(_VIRIDIS[i] * (1 - t) + _VIRIDIS[i + 1] * t).astype(np.uint8)
 
 
-def palette() -> np.ndarray:
-    """256×3 uint8 label palette (PASCAL-VOC-style bit interleaving); entry 255 is black."""
-    p = np.zeros((256, 3), np.uint8)
-    for c in range(256):
-        r = g = b = 0
-        cid = c + 1
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC bit-interleaved palette: (n, 3) uint8, entry 0 black, distinct neighbours."""
+    pal = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
         for j in range(8):
-            r |= ((cid >> 0) & 1) << (7 - j)
-            g |= ((cid >> 1) & 1) << (7 - j)
-            b |= ((cid >> 2) & 1) << (7 - j)
-            cid >>= 3
-        p[c] = (r, g, b)
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+def palette() -> np.ndarray:
+    """256×3 uint8 label palette: class k gets VOC colour k + 1; entry 255 (ignore) is black."""
+    p = voc_palette(257)[1:].copy()
     p[255] = 0
     return p
 

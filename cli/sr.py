@@ -14,20 +14,7 @@ import click
 import numpy as np
 
 from bsrdata.errors import BsrError
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC bit-interleaved palette: (n, 3) uint8, entry 0 black, distinct neighbours."""
-    pal = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
+from bsrdata.preview import voc_palette
 
 
 def seg_image(seg: np.ndarray):
