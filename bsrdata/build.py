@@ -67,7 +67,9 @@ def part_manifest_name(k: int, n: int) -> str:
     return f"manifest-part-{k}-of-{n}.json"
 
 
-def _check_out_dir(out_dir):
+def check_out_dir(out_dir) -> str:
+    """Create the output folder if needed and prove a file can be written there; return its path.
+    BsrError (naming ``--out``) when it is a file, cannot be created or is not writable."""
     out = os.fspath(out_dir)
     if os.path.exists(out) and not os.path.isdir(out):
         raise BsrError(f"--out {out}: exists and is not a folder")
@@ -233,7 +235,7 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     if int(workers) < 1:
         raise BsrError(f"--workers: must be >= 1, got {workers}")
     k_part, n_part = parse_shard(shard)
-    out = _check_out_dir(out_dir)
+    out = check_out_dir(out_dir)
     mname = NAME if n_part == 1 else part_manifest_name(k_part, n_part)
     mpath = os.path.join(out, mname)
     if os.path.exists(mpath):
@@ -428,7 +430,7 @@ def merge(out, parts) -> dict:
     """
     if not parts:
         raise BsrError("merge: no parts given")
-    out = _check_out_dir(out)
+    out = check_out_dir(out)
     mans = []
     for p in parts:
         for mp_ in _find_part_manifests(p):

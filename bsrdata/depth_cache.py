@@ -109,15 +109,9 @@ def remove_stale_temps(pair: StereoPair) -> int:
 
 def check_writable(out_dir) -> None:
     """Create ``out_dir`` if needed and prove a file can be written there, else BsrError."""
-    out_dir = os.fspath(out_dir)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, f".write-test-{os.getpid()}")
-        with open(probe, "wb") as fh:
-            fh.write(b"ok")
-        os.unlink(probe)
-    except OSError as exc:
-        raise BsrError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+    from bsrdata.build import check_out_dir
+
+    check_out_dir(out_dir)
 
 
 def check_settings(out_dir, settings: dict) -> None:
