@@ -1,7 +1,5 @@
 """A tiny CMOS-shaped network and task for fast engine tests (registered as ``tiny_cmos_test``)."""
 
-import pytest
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -56,12 +54,3 @@ def small_cfg(task, **train):
          "lr": 1e-2}
     t.update(train)
     return task.config({"data": {"crop": [16, 20], "zoom": [1, 1.5]}, "train": t})
-
-
-@pytest.fixture
-def one_thread():
-    """Run a test with one torch thread (2 threads on a busy 2-core machine are many times slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

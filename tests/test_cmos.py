@@ -3,9 +3,6 @@ import torch
 
 from models import create_model
 from models.cmos import CMOS
-from engine_fakes import one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count(m):

@@ -3,16 +3,12 @@
 import os
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
 from engine_fakes import TinyTask, small_cfg
 from models.engine.trainer import train
 from sr_fakes import make_bench_dataset
-from engine_fakes import one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port():

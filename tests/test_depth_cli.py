@@ -21,15 +21,6 @@ COUNTS = {"train": 2, "val": 1}
 H, W = 40, 72
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning makes 2 threads far slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def run(*args):
     with pytest.raises(SystemExit) as exc:
         main(["depth", "cityscapes", *map(str, args)])

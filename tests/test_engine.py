@@ -17,9 +17,7 @@ from models.engine.tasks import TASKS, get_task
 from models.engine.trainer import StreamSampler, lr_at, train
 from models.losses import cmos_loss
 from sr_fakes import make_bench_dataset
-from engine_fakes import one_thread  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

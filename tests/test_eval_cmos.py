@@ -13,9 +13,7 @@ from cli.main import main
 from models import checkpoint, create_model
 from models.engine.task_cmos import evaluate_cmos
 from sr_fakes import make_bench_dataset
-from engine_fakes import one_thread  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 C = 4
 

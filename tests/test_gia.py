@@ -4,9 +4,6 @@ import torch
 import torch.nn.functional as F
 
 from models.gia import GIA, flow_warp, from_windows, pad_reflect, to_windows
-from engine_fakes import one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gia(**kw):

@@ -4,9 +4,6 @@ import torch
 from bsrdata.errors import BsrError
 from models import create_model, list_models
 from models.hrnet import load_pretrained
-from engine_fakes import one_thread  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_and_branch_shapes():

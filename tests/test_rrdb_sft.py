@@ -7,15 +7,6 @@ from models import create_model
 from models.rrdb_sft import SFTLayer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions run faster on one thread when the cores are shared (pytest -n 2)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _count(m):
     return sum(p.numel() for p in m.parameters())
 

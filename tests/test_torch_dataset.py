@@ -9,9 +9,7 @@ from bsrdata.dataset import BSRDataset, collate
 from bsrdata.errors import BsrError
 from bsrdata.manifest import sha256_file, write_manifest
 from bsrdata.shards import write_shard
-from engine_fakes import one_thread  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 ATTRS = {"scale": 4, "max_coc": 21, "sigma_max": 5.0, "renderer": "gather", "downsample": "direct",
          "noise": 0.0, "generator_version": "test"}
