@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from bsrdata.errors import BsrError
-from bsrdata.preview import voc_palette
+from bsrdata.preview import colormap, voc_palette
 
 
 def seg_image(seg: np.ndarray):
@@ -30,7 +30,7 @@ def seg_image(seg: np.ndarray):
 
 
 def blur_colour(sigma: np.ndarray, sigma_max: float, bar_width: int = 60) -> np.ndarray:
-    """σ map (H, W) in HR px -> uint8 RGB (H, W + bar_width, 3): viridis colours over [0, sigma_max] and a
+    """σ map (H, W) in HR px -> uint8 RGB (H, W + bar_width, 3): the preview's viridis-like colours over [0, sigma_max] and a
     colour bar on the right with ticks labelled in σ pixels."""
     import cv2
 
@@ -38,13 +38,12 @@ def blur_colour(sigma: np.ndarray, sigma_max: float, bar_width: int = 60) -> np.
     if sigma_max <= 0:
         raise BsrError(f"--sigma-max: must be > 0, got {sigma_max}")
     h, w = sigma.shape
-    to8 = lambda v: np.clip(np.floor(v / sigma_max * 255 + 0.5), 0, 255).astype(np.uint8)  # noqa: E731
-    img = cv2.applyColorMap(to8(sigma), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    img = colormap(sigma / sigma_max)  # the same colours as `bsr preview`
     bar = np.full((h, bar_width, 3), 255, np.uint8)
     top = max(26, h // 20) if h >= 60 else 4
     bot = h - max(6, h // 20)
     ramp = np.linspace(sigma_max, 0.0, max(bot - top, 2))
-    strip = cv2.applyColorMap(to8(ramp)[:, None].repeat(12, 1), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    strip = colormap(ramp / sigma_max)[:, None].repeat(12, 1)
     bar[top: top + len(ramp), 4:16] = strip
     scale = max(0.3, min(0.5, h / 400))
     n_ticks = 5 if h >= 120 else 2
