@@ -31,7 +31,7 @@ the file of the function it compiled, so a helper in another module could leave 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from bsrdata.errors import BsrError
 from bsrdata.optics import check_max_coc
@@ -667,6 +667,39 @@ def _sor_range(ff, qs, inv, rhs, k0, k1, wp, omega):
     return dmax
 
 
+SOR_PAR_MIN = 24  # fewer active tiles than this: one thread (a parallel launch costs more than the work)
+
+
+@njit(cache=True, parallel=True)
+def _sor_par(ff, qs, inv, rhs, gs0, gmid, al, nal, moved, wp, omega, tol, red):
+    for k in prange(nal):
+        g = al[k]
+        if red:
+            d = _sor_range(ff, qs, inv, rhs, gs0[g], gmid[g], wp, omega)
+        else:
+            d = _sor_range(ff, qs, inv, rhs, gmid[g], gs0[g + 1], wp, omega)
+        if d > tol:
+            moved[g] = 1
+
+
+@njit(cache=True)
+def _sor_pass(ff, qs, inv, rhs, gs0, gmid, al, nal, moved, wp, omega, tol, red):
+    """One colour's half-sweep over the tile groups al[:nal], marking moved[g] = 1 where the largest
+    correction exceeds tol. A half-sweep reads only the other colour, so the tiles are independent and
+    the result does not depend on the order or the number of threads."""
+    if nal < SOR_PAR_MIN:
+        for k in range(nal):
+            g = al[k]
+            if red:
+                d = _sor_range(ff, qs, inv, rhs, gs0[g], gmid[g], wp, omega)
+            else:
+                d = _sor_range(ff, qs, inv, rhs, gmid[g], gs0[g + 1], wp, omega)
+            if d > tol:
+                moved[g] = 1
+    else:
+        _sor_par(ff, qs, inv, rhs, gs0, gmid, al, nal, moved, wp, omega, tol, red)
+
+
 @njit(cache=True)
 def _fill_sor(band, nb, pm, merged, acc, fpad, dmark, dlist, nd, tol, maxit, guess, omega):
     """Laplace-fill bg and P inside the band by red-black SOR on the frame grid; write to merged / acc.
@@ -857,6 +890,7 @@ def _fill_sor_adaptive(band, nb, gs0, gmid, gt, ng, pm, merged, acc, fpad, gmap,
     for g in range(ng):
         gmap[gt[g] // ntx, gt[g] % ntx] = -1
     act = np.zeros(ng, dtype=np.uint8)
+    al = np.empty(ng, dtype=np.int64)
     moved = np.ones(ng, dtype=np.uint8)  # first sweep: everything
     work = 0
     full_check = False
@@ -880,17 +914,15 @@ def _fill_sor_adaptive(band, nb, gs0, gmid, gt, ng, pm, merged, acc, fpad, gmap,
                 act[g] = 1
         else:
             full_check = False
+        nal = 0
         for g in range(ng):
             moved[g] = 0
-        for g in range(ng):
             if act[g] != 0:
-                if _sor_range(ff, qs, inv, rhs, gs0[g], gmid[g], wp, omega) > tol:
-                    moved[g] = 1
+                al[nal] = g
+                nal += 1
                 work += gs0[g + 1] - gs0[g]
-        for g in range(ng):
-            if act[g] != 0:
-                if _sor_range(ff, qs, inv, rhs, gmid[g], gs0[g + 1], wp, omega) > tol:
-                    moved[g] = 1
+        _sor_pass(ff, qs, inv, rhs, gs0, gmid, al, nal, moved, wp, omega, tol, True)
+        _sor_pass(ff, qs, inv, rhs, gs0, gmid, al, nal, moved, wp, omega, tol, False)
         if full_check:
             n_moved = 0
             for g in range(ng):
