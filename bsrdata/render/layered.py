@@ -215,54 +215,173 @@ def _normalise(merged, acc, dmark, dlist, nd):
 
 
 @njit(cache=True)
-def _hsum_tile(pm, g, r, rt, gsum, run, hsum, ty, tx):
-    """hsum[y, x] = Σ_d g[r+d]·P[y, refl(x+d)] for the pixels of tile (ty, tx) (running counts skip windows
-    that are all 0 or all 1: same sum, same order)."""
+def _set_covered(pf, r, y, x):
+    """Mark pixel (y, x) as covered in the mirrored float plane pf (H, W + 2r): pf[y, j + r] = 1 for every
+    j in [-r, W - 1 + r] with refl(j) == x."""
+    n_w = pf.shape[1] - 2 * r
+    mm = r // (2 * n_w) + 1
+    for k in range(-mm, mm + 1):
+        j = x + 2 * n_w * k
+        if -r <= j <= n_w - 1 + r:
+            pf[y, j + r] = 1.0
+        j = 2 * n_w * k - 1 - x
+        if -r <= j <= n_w - 1 + r:
+            pf[y, j + r] = 1.0
+
+
+@njit(cache=True, inline="always")
+def _dot8(src, y, xb, g, r, rt, i0):
+    """Eight in-order tap sums Σ_{d=-rt..rt} g[r+d]·src[y + i0·d, xb + k + (1 - i0)·d], k = 0..7, in eight
+    independent accumulators (i0 = 0: along the row; i0 = 1: down the column, y already the first row)."""
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    s5 = 0.0
+    s6 = 0.0
+    s7 = 0.0
+    for d in range(-rt, rt + 1):
+        w = g[r + d]
+        yy = y + i0 * d
+        xx = xb + (1 - i0) * d
+        s0 += w * src[yy, xx]
+        s1 += w * src[yy, xx + 1]
+        s2 += w * src[yy, xx + 2]
+        s3 += w * src[yy, xx + 3]
+        s4 += w * src[yy, xx + 4]
+        s5 += w * src[yy, xx + 5]
+        s6 += w * src[yy, xx + 6]
+        s7 += w * src[yy, xx + 7]
+    return s0, s1, s2, s3, s4, s5, s6, s7
+
+
+@njit(cache=True, parallel=True)
+def _hsum_tiles(pf, rowcnt, r, g, rt, gsum, hlist, nh, ntx, hsum):
+    """hsum[y, x] = Σ_{d=-rt..rt} g[r+d]·P[y, refl(x+d)] on the tiles hlist[:nh] (pf: the mirrored float
+    plane of P). Terms in the order of d, so the value equals the sparse sum over covered pixels. Rows whose
+    window lies in tile columns with no covered pixel (``rowcnt`` (H, ntx): covered pixels per row and
+    tile column) are 0; rows whose window lies in fully covered tile columns are gsum."""
+    n_h = hsum.shape[0]
+    n_w = hsum.shape[1]
+    ht = (rt + TILE - 1) // TILE
+    for q in prange(nh):
+        ty = hlist[q] // ntx
+        tx = hlist[q] - ty * ntx
+        x0 = tx * TILE
+        x1 = min(n_w, x0 + TILE)
+        c0 = max(0, tx - ht)
+        c1 = min(ntx, tx + ht + 1)
+        span = min(n_w, c1 * TILE) - c0 * TILE
+        exact_test = n_w > 2 * rt + TILE  # a single mirror at each side: the window stays in [c0, c1)
+        for y in range(ty * TILE, min(n_h, ty * TILE + TILE)):
+            if exact_test:
+                cnt = 0
+                for c in range(c0, c1):
+                    cnt += rowcnt[y, c]
+                if cnt == 0:
+                    for x in range(x0, x1):
+                        hsum[y, x] = 0.0
+                    continue
+                if cnt == span:
+                    for x in range(x0, x1):
+                        hsum[y, x] = gsum
+                    continue
+            if x1 - x0 == TILE:
+                s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(pf, y, x0 + r, g, r, rt, 0)
+                hsum[y, x0] = s0
+                hsum[y, x0 + 1] = s1
+                hsum[y, x0 + 2] = s2
+                hsum[y, x0 + 3] = s3
+                hsum[y, x0 + 4] = s4
+                hsum[y, x0 + 5] = s5
+                hsum[y, x0 + 6] = s6
+                hsum[y, x0 + 7] = s7
+            else:
+                for x in range(x0, x1):
+                    sm = 0.0
+                    for d in range(-rt, rt + 1):
+                        sm += g[r + d] * pf[y, x + r + d]
+                    hsum[y, x] = sm
+
+
+@njit(cache=True, inline="always")
+def _keep(pm, y, x, v, band_floor, slots, base, nr, nbk):
+    """Store pixel (y, x) in its tile's slots if uncovered and v ≥ floor: red from the front, black from the
+    back (reversed). Returns the new (nr, nbk)."""
+    if pm[y, x] == 0 and v >= band_floor:
+        if ((y + x) & 1) == 0:
+            slots[base + nr] = y * pm.shape[1] + x
+            nr += 1
+        else:
+            slots[base + TILE * TILE - 1 - nbk] = y * pm.shape[1] + x
+            nbk += 1
+    return nr, nbk
+
+
+@njit(cache=True, parallel=True)
+def _vsum_tiles(pm, hsum, g, r, rt, band_floor, clist, nc, ntx, slots, nred, nblk):
+    """For the candidate tiles clist[:nc]: the pixels with P = 0 and Σ_d g[r+d]·hsum[refl(y+d), x] ≥ floor,
+    as flat indices in slots[k·TILE², ...]: red ((y + x) even) first (nred[k]), then black (nblk[k]), each
+    in raster order."""
     n_h = pm.shape[0]
     n_w = pm.shape[1]
-    y0 = ty * TILE
-    y1 = min(n_h, y0 + TILE)
-    x0 = tx * TILE
-    x1 = min(n_w, x0 + TILE)
-    nwin = 2 * rt + 1
-    for y in range(y0, y1):
-        run[0] = 0
-        for k in range(x1 - x0 + 2 * rt):
-            xx = x0 - rt + k
-            if xx < 0 or xx >= n_w:
-                xx = _refl(xx, n_w)
-            run[k + 1] = run[k] + pm[y, xx]
-        for x in range(x0, x1):
-            cnt = run[x - x0 + nwin] - run[x - x0]
-            if cnt == 0:
-                sm = 0.0
-            elif cnt == nwin:
-                sm = gsum
+    for k in prange(nc):
+        ty = clist[k] // ntx
+        tx = clist[k] - ty * ntx
+        x0 = tx * TILE
+        x1 = min(n_w, x0 + TILE)
+        base = k * TILE * TILE
+        nr = 0
+        nbk = 0
+        for y in range(ty * TILE, min(n_h, ty * TILE + TILE)):
+            if x1 - x0 == TILE and y - rt >= 0 and y + rt < n_h:
+                s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(hsum, y, x0, g, r, rt, 1)
+                nr, nbk = _keep(pm, y, x0, s0, band_floor, slots, base, nr, nbk)
+                nr, nbk = _keep(pm, y, x0 + 1, s1, band_floor, slots, base, nr, nbk)
+                nr, nbk = _keep(pm, y, x0 + 2, s2, band_floor, slots, base, nr, nbk)
+                nr, nbk = _keep(pm, y, x0 + 3, s3, band_floor, slots, base, nr, nbk)
+                nr, nbk = _keep(pm, y, x0 + 4, s4, band_floor, slots, base, nr, nbk)
+                nr, nbk = _keep(pm, y, x0 + 5, s5, band_floor, slots, base, nr, nbk)
+                nr, nbk = _keep(pm, y, x0 + 6, s6, band_floor, slots, base, nr, nbk)
+                nr, nbk = _keep(pm, y, x0 + 7, s7, band_floor, slots, base, nr, nbk)
             else:
-                sm = 0.0
-                if x - rt >= 0 and x + rt < n_w:
+                for x in range(x0, x1):
+                    sm = 0.0
                     for d in range(-rt, rt + 1):
-                        if pm[y, x + d] != 0:
-                            sm += g[r + d]
-                else:
-                    for d in range(-rt, rt + 1):
-                        if pm[y, _refl(x + d, n_w)] != 0:
-                            sm += g[r + d]
-            hsum[y, x] = sm
+                        yy = y + d
+                        if yy < 0 or yy >= n_h:
+                            yy = _refl(yy, n_h)
+                        sm += g[r + d] * hsum[yy, x]
+                    nr, nbk = _keep(pm, y, x, sm, band_floor, slots, base, nr, nbk)
+        # black pixels: from the back (reversed) to right after the red ones, in raster order
+        lo = base + TILE * TILE - nbk
+        hi = base + TILE * TILE - 1
+        while lo < hi:
+            t = slots[lo]
+            slots[lo] = slots[hi]
+            slots[hi] = t
+            lo += 1
+            hi -= 1
+        for j in range(nbk):  # destination before source: a forward copy is safe
+            slots[base + nr + j] = slots[base + TILE * TILE - nbk + j]
+        nred[k] = nr
+        nblk[k] = nbk
 
 
 @njit(cache=True)
-def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band, gs0, gmid, gt):
+def _find_band(pm, pf, rowcnt, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band, gs0, gmid, gt, work):
     """Pixels with P = 0 and (G * P) ≥ band_floor, as flat indices in band; returns (count, tiles).
 
     The band is listed tile by tile (row-major tiles); within a tile the red pixels ((y + x) even) come
     first: tile group j is band[gs0[j]:gs0[j+1]], red up to gmid[j], tile index gt[j] (ty·ntx + tx).
 
-    Only tiles with uncovered pixels and a covered pixel within rb (tile-level test) are evaluated; the
-    horizontal sums are computed once per tile (into ``hsum`` (H, W), on the tiles flagged in ``hflag``,
-    which is cleared again) and shared by the vertically neighbouring tiles."""
-    n_h = pm.shape[0]
-    n_w = pm.shape[1]
+    Only tiles with uncovered pixels and a covered pixel within rb (tile-level test) are evaluated: the
+    horizontal sums of P once per tile (into ``hsum`` (H, W), on the tiles flagged in ``hflag``, which is
+    cleared again), shared by the vertically neighbouring tiles, then the vertical sums; both in the
+    order of the kernel taps, so B equals the plain separable blur's value (terms of 0 add nothing).
+    ``work`` is a tuple of scratch arrays (clist, hlist, slots, nred, nblk)."""
+    clist, hlist, slots, nred, nblk = work
     nty = cnt_p.shape[0]
     ntx = cnt_p.shape[1]
     rtile = (rb + TILE - 1) // TILE
@@ -275,8 +394,8 @@ def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band
     gsum = 0.0
     for d in range(-rt, rt + 1):
         gsum += g[r + d]
-    run = np.zeros(TILE + 2 * rt + 1, dtype=np.int64)
-    cand = np.zeros((nty, ntx), dtype=np.uint8)
+    nc = 0
+    nh = 0
     for ty in range(nty):
         for tx in range(ntx):
             if cnt_p[ty, tx] == tile_area[ty, tx]:
@@ -287,60 +406,32 @@ def _find_band(pm, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band
             b1 = min(ntx, tx + rtile + 1)
             if pre[a1, b1] - pre[a0, b1] - pre[a1, b0] + pre[a0, b0] == 0:
                 continue
-            cand[ty, tx] = 1
-    nb = 0
-    ng = 0
-    blk = np.empty(TILE * TILE, dtype=np.int64)
-    for ty in range(nty):
-        for tx in range(ntx):
-            if cand[ty, tx] == 0:
-                continue
-            y0 = ty * TILE
-            y1 = min(n_h, y0 + TILE)
-            x0 = tx * TILE
-            x1 = min(n_w, x0 + TILE)
+            clist[nc] = ty * ntx + tx
+            nc += 1
             for tyy in range(max(0, ty - vtile), min(nty, ty + vtile + 1)):
                 if hflag[tyy, tx] == 0:
                     hflag[tyy, tx] = 1
-                    _hsum_tile(pm, g, r, rt, gsum, run, hsum, tyy, tx)
-            nb0 = nb
-            nblk = 0
-            for y in range(y0, y1):
-                for x in range(x0, x1):
-                    if pm[y, x] != 0:
-                        continue
-                    # partial sums of non-negative terms: stop once the floor is reached
-                    sm = 0.0
-                    inside = False
-                    if y - rt >= 0 and y + rt < n_h:
-                        for d in range(-rt, rt + 1):
-                            sm += g[r + d] * hsum[y + d, x]
-                            if sm >= band_floor:
-                                inside = True
-                                break
-                    else:
-                        for d in range(-rt, rt + 1):
-                            sm += g[r + d] * hsum[_refl(y + d, n_h), x]
-                            if sm >= band_floor:
-                                inside = True
-                                break
-                    if inside:
-                        if ((y + x) & 1) == 0:
-                            band[nb] = y * n_w + x
-                            nb += 1
-                        else:
-                            blk[nblk] = y * n_w + x
-                            nblk += 1
-            if nb > nb0 or nblk > 0:
-                gs0[ng] = nb0
-                gmid[ng] = nb
-                gt[ng] = ty * ntx + tx
-                ng += 1
-                for k in range(nblk):
-                    band[nb] = blk[k]
-                    nb += 1
+                    hlist[nh] = tyy * ntx + tx
+                    nh += 1
+    _hsum_tiles(pf, rowcnt, r, g, rt, gsum, hlist, nh, ntx, hsum)
+    _vsum_tiles(pm, hsum, g, r, rt, band_floor, clist, nc, ntx, slots, nred, nblk)
+    for q in range(nh):
+        hflag[hlist[q] // ntx, hlist[q] % ntx] = 0
+    nb = 0
+    ng = 0
+    for k in range(nc):
+        n_k = nred[k] + nblk[k]
+        if n_k == 0:
+            continue
+        base = k * TILE * TILE
+        gs0[ng] = nb
+        gmid[ng] = nb + nred[k]
+        gt[ng] = clist[k]
+        ng += 1
+        for j in range(n_k):
+            band[nb + j] = slots[base + j]
+        nb += n_k
     gs0[ng] = nb
-    hflag[:, :] = 0
     return nb, ng
 
 
@@ -989,6 +1080,10 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
         rmax = max(rmax, rts[li])
     hsum = np.zeros((n_h, n_w))
     hflag = np.zeros((nty, ntx), dtype=np.uint8)
+    pf = np.zeros((n_h, n_w + 2 * r))
+    rowcnt = np.zeros((n_h, ntx), dtype=np.int64)
+    bwork = (np.empty(nt, dtype=np.int64), np.empty(nt, dtype=np.int64), np.empty(nt * TILE * TILE, dtype=np.int64),
+             np.empty(nt, dtype=np.int64), np.empty(nt, dtype=np.int64))
     nd = 0
     seen_focus = False
     n_band_total = 0
@@ -1013,8 +1108,8 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             nv = _vscatter(hb, g32, r, rt, hlist, nh, hmark, vb, vmark, vlist, 0)
             if seen_focus:
                 nd = _normalise(merged, acc, dmark, dlist, nd)
-                nb, ng = _find_band(pm, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hsum, hflag, band, gs0,
-                                    gmid, gt)
+                nb, ng = _find_band(pm, pf, rowcnt, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hsum, hflag, band,
+                                    gs0, gmid, gt, bwork)
                 if nb > 0 and solver >= 0:  # solver < 0: band search only (profiling)
                     if solver == 3:
                         nd, it = _fill_sor_adaptive(band, nb, gs0, gmid, gt, ng, pm, merged, acc, fpad, gmap,
@@ -1033,6 +1128,8 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             y = p // n_w
             x = p - y * n_w
             pm[y, x] = 1
+            _set_covered(pf, r, y, x)
+            rowcnt[y, x // TILE] += 1
             cnt_p[y // TILE, x // TILE] += 1
         if sig == 0.0:
             seen_focus = True
