@@ -125,6 +125,9 @@ _W = {}
 
 
 def _init_worker(ctx):
+    from bsrdata.render import set_render_threads
+
+    set_render_threads(1)  # the processes fill the cores; threads inside them would only compete
     _W.clear()
     _W.update(ctx)
 
@@ -350,15 +353,33 @@ def _warm_up(cfg):
     from bsrdata.degrade import synthesize
     from bsrdata.sources.base import Record
 
+    from bsrdata.render import set_render_threads
+
     s = cfg.scale
     h = w = 4 * s
     z = np.ones((h, w), np.float32)
     z[:, w // 2:] = 3.0
-    synthesize(Record("warm-up", np.zeros((h, w, 3), np.uint8), z, None), cfg, 0, False)
+    prev = set_render_threads(1)  # compile without starting numba's thread pool: the workers fork after this
+    try:
+        synthesize(Record("warm-up", np.zeros((h, w, 3), np.uint8), z, None), cfg, 0, False)
+    finally:
+        set_render_threads(prev)
+
+
+def _fork_safe():
+    """False when this process already started numba's OpenMP thread pool (GNU OpenMP aborts a forked
+    child that uses it: "fork() called from a process already using GNU OpenMP")."""
+    import numba
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel region has run in this process
+        return True
+    return layer == "tbb"
 
 
 def _run_pool(todo, ctx, workers, results, tick, mp_context):
-    method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() and _fork_safe() else "spawn")
     if method == "fork":
         _warm_up(ctx["cfg"])
     mctx = mp.get_context(method)
