@@ -48,7 +48,7 @@ from bsrdata.render.common import (
 TILE = 8
 PAR_MIN_TILES = 16  # fewer tiles than this: one thread (a parallel launch costs a few µs)
 PAR_MIN_PIXELS = 2048  # the same for per-pixel loops
-FILL_TOL_SOR = 3e-6  # SOR stops when the largest Gauss-Seidel correction is below this
+FILL_TOL_SOR = 1e-5  # SOR stops when the largest Gauss-Seidel correction is below this
 
 
 @njit(cache=True, inline="always")
@@ -944,7 +944,7 @@ def _sor_range(ff, qs, inv, rhs, k0, k1, wp, omega):
     return dmax
 
 
-SOR_PAR_MIN = 24  # fewer active tiles than this: one thread (a parallel launch costs more than the work)
+SOR_PAR_MIN = 1  # fewer active tiles than this: one thread (a parallel launch costs more than the work)
 
 
 @njit(cache=True, parallel=True)
@@ -1241,25 +1241,39 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
     for ty in range(nty):
         for tx in range(ntx):
             tile_area[ty, tx] = (min(n_h, ty * TILE + TILE) - ty * TILE) * (min(n_w, tx * TILE + TILE) - tx * TILE)
-    index = np.full(n_h * n_w, -1, dtype=np.int64)
-    band = np.empty(n_h * n_w, dtype=np.int64)
+    # the fill's arrays only when some layer has a fill (a blurred layer after the first in-focus one)
+    has_fill = False
+    focus_seen = False
+    for li in range(sigmas.shape[0]):
+        if sigmas[li] == 0.0:
+            focus_seen = True
+        elif focus_seen:
+            has_fill = True
+            break
+    nf = n_h * n_w if has_fill else 1
+    use_cg = solver == 0 or solver == 1
+    index = np.full(nf if use_cg else 1, -1, dtype=np.int64)
+    band = np.empty(nf, dtype=np.int64)
     gs0 = np.empty(nt + 1, dtype=np.int64)
     gmid = np.empty(nt, dtype=np.int64)
     gt = np.empty(nt, dtype=np.int64)
-    guess = np.zeros((n_h * n_w, 4))
-    fpad = np.zeros((n_h + 2, n_w + 2, 4), dtype=np.float32)
+    guess = np.zeros((nf, 4), dtype=np.float32)
+    fpad = np.zeros((n_h + 2 if has_fill else 1, n_w + 2 if has_fill else 1, 4), dtype=np.float32)
     gmap = np.full((nty, ntx), -1, dtype=np.int64)
     cmaps = [np.full((1, 1), -1, dtype=np.int64)]
     for lev in range(1, MG_MAX_LEVELS):
-        cmaps.append(np.full(((n_h >> lev) + 1, (n_w >> lev) + 1), -1, dtype=np.int64))
+        if has_fill and use_cg:
+            cmaps.append(np.full(((n_h >> lev) + 1, (n_w >> lev) + 1), -1, dtype=np.int64))
+        else:
+            cmaps.append(np.full((1, 1), -1, dtype=np.int64))
     n_iter = 0
     rmax = 0
     for li in range(rts.shape[0]):
         rmax = max(rmax, rts[li])
-    hsum = np.zeros((n_h, n_w))
+    hsum = np.zeros((n_h if has_fill else 1, n_w if has_fill else 1))
     hflag = np.zeros((nty, ntx), dtype=np.uint8)
-    pf = np.zeros((n_h, n_w + 2 * r))
-    rowcnt = np.zeros((n_h, ntx), dtype=np.int64)
+    pf = np.zeros((n_h if has_fill else 1, n_w + 2 * r if has_fill else 1))
+    rowcnt = np.zeros((n_h if has_fill else 1, ntx if has_fill else 1), dtype=np.int64)
     bwork = (np.empty(nt, dtype=np.int64), np.empty(nt, dtype=np.int64), np.empty(nt * TILE * TILE, dtype=np.int64),
              np.empty(nt, dtype=np.int64), np.empty(nt, dtype=np.int64))
     nd = 0
@@ -1308,8 +1322,9 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             y = p // n_w
             x = p - y * n_w
             pm[y, x] = 1
-            _set_covered(pf, r, y, x)
-            rowcnt[y, x // TILE] += 1
+            if has_fill:
+                _set_covered(pf, r, y, x)
+                rowcnt[y, x // TILE] += 1
             cnt_p[y // TILE, x // TILE] += 1
         if sig == 0.0:
             seen_focus = True
