@@ -127,7 +127,7 @@ _W = {}
 def _init_worker(ctx):
     from bsrdata.render import set_render_threads
 
-    set_render_threads(1)  # the processes fill the cores; threads inside them would only compete
+    set_render_threads(1)  # the processes fill the cores; threads would compete (and cannot run in a fork)
     _W.clear()
     _W.update(ctx)
 
@@ -366,20 +366,10 @@ def _warm_up(cfg):
         set_render_threads(prev)
 
 
-def _fork_safe():
-    """False when this process already started numba's OpenMP thread pool (GNU OpenMP aborts a forked
-    child that uses it: "fork() called from a process already using GNU OpenMP")."""
-    import numba
-
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel region has run in this process
-        return True
-    return layer == "tbb"
-
-
 def _run_pool(todo, ctx, workers, results, tick, mp_context):
-    method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() and _fork_safe() else "spawn")
+    # fork is safe even after this process started numba's OpenMP pool: the workers render with one thread
+    # and so never enter it (a forked child that did would abort)
+    method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     if method == "fork":
         _warm_up(ctx["cfg"])
     mctx = mp.get_context(method)

@@ -140,3 +140,39 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(BsrError, match="795"):
         build_dataset(_src(), tmp_path / "r", CFG, recipe=recipe)
     assert not list((tmp_path / "r").glob("*/*.h5"))
+
+
+_FORK_AFTER_THREADS = """
+import json, os, sys
+import numpy as np
+from bsrdata.build import build_dataset
+from bsrdata.degrade import DegradeConfig
+from bsrdata.render import render_layered
+from bsrdata.sources.synthetic import SyntheticSource
+
+rng = np.random.default_rng(0)
+img = rng.random((40, 48, 3)).astype(np.float32)
+coc = np.repeat(np.linspace(0, 9, 48)[None], 40, axis=0).round(1)
+near = np.zeros((40, 48), bool); near[:, 24:] = True
+render_layered(img, coc, 9, near=near, threads=2)  # starts numba's OpenMP pool in this process
+cfg = DegradeConfig(renderer="layered")
+src = lambda: SyntheticSource(n_train=4, n_test=5, size=(32, 48), seed=3)
+out1, out2 = sys.argv[1], sys.argv[2]
+build_dataset(src(), out1, cfg, seed=9, workers=1, shard_size=3)
+build_dataset(src(), out2, cfg, seed=9, workers=2, shard_size=3)  # must not fork this process
+sha = lambda r: {s["path"]: s["sha256"] for sp in json.load(open(os.path.join(r, "manifest.json")))["splits"].values() for s in sp["shards"]}
+print(int(sha(out1) == sha(out2)))
+"""
+
+
+def test_workers_after_a_threaded_render(tmp_path):
+    # a forked child of a process whose GNU OpenMP pool has started aborts if it enters the pool: the
+    # workers render with one thread, so a build after a threaded render still works and is byte-identical
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", _FORK_AFTER_THREADS, str(tmp_path / "a"), str(tmp_path / "b")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-1] == "1"

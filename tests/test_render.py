@@ -213,8 +213,9 @@ def test_fill_solvers_meet_the_bound_on_fill_heavy_frames(seed, rank):
     # band; multigrid CG) stays within 1e-4 of the twin's exact sparse solve
     img, coc, near = planes_scene(seed, h=72, w=96, max_coc=21, focus_rank=rank)
     ref = layered_reference(img, coc, 21, near=near)
-    for solver in ("sor", "sor-full", "mg"):
-        out, stats = render_layered(img, coc, 21, near=near, fill_solver=solver, return_stats=True)
+    for solver, omega in (("sor", None), ("sor", 1.75), ("sor-full", None), ("mg", None)):
+        out, stats = render_layered(img, coc, 21, near=near, fill_solver=solver, fill_omega=omega,
+                                    return_stats=True)
         assert stats["band_pixels"] > 5 * img.shape[0] * img.shape[1] // 10
         assert np.abs(out - ref).max() <= 1e-4, solver
     # the check can fail: a fill stopped far too early is visibly off
@@ -226,3 +227,74 @@ def test_bad_fill_solver():
     img, coc, near = planes_scene(0, max_coc=9, focus_rank=0.6)
     with pytest.raises(BsrError, match="fill_solver"):
         render_layered(img, coc, 9, near=near, fill_solver="lu")
+
+
+def test_plan_layers_matches_the_plain_layer_labels_and_kernels():
+    # the counting-sort plan against common.layer_labels (np.unique + stable argsort) and the per-σ kernel
+    from bsrdata.render.common import layer_labels, trimmed_radius
+    from bsrdata.render.layered import plan_layers
+
+    for seed, max_coc, rank in CASES:
+        img, coc, near = planes_scene(seed, max_coc=max_coc, focus_rank=rank)
+        order, starts, sigmas, gtab, rts, rbs = plan_layers(coc, near, max_coc, 0.1)
+        labels, cidx, _ = layer_labels(coc, near, 0.1)
+        flat = labels.ravel()
+        np.testing.assert_array_equal(order, np.argsort(flat, kind="stable"))
+        np.testing.assert_array_equal(np.diff(starts), np.bincount(flat))
+        np.testing.assert_array_equal(sigmas, np.maximum(0.0, (cidx * 0.1 - 1.0) / 4.0))
+        for i, sg in enumerate(sigmas):
+            g = gaussian_kernel_1d(sg, max_coc)
+            np.testing.assert_allclose(gtab[i], g, rtol=0, atol=1e-15)
+            assert rts[i] == trimmed_radius(g)
+            # rb: beyond it the 2-D tail mass is below floor/2 (a safe radius for the band search)
+            r = max_coc // 2
+            tail = g[:r - rbs[i]].sum() + g[r + rbs[i] + 1:].sum()
+            assert 2.0 * tail < 0.5e-3 or rbs[i] == r
+
+
+_THREADS_SCRIPT = """
+import numpy as np, numba
+from bsrdata import optics
+from bsrdata.render import render_layered
+rng = np.random.default_rng(3)
+h, w, m = 96, 128, 21
+img = rng.random((h, w, 3)).astype(np.float32)
+yy, xx = np.mgrid[0:h, 0:w]
+depth = 0.5 + 4.0 * yy / h + 0.3 * (xx > w // 2) + 0.05 * rng.random((h, w))
+focus = float(np.quantile(depth, 0.7))
+coc = optics.quantise_coc(optics.coc_normalised(depth, focus, m), 0.1)
+near = depth < focus
+a = render_layered(img, coc, m, near=near, threads=1)
+b = render_layered(img, coc, m, near=near, threads=2)
+print(numba.config.NUMBA_NUM_THREADS, int(np.array_equal(a, b)), int(near.mean() > 0.5))
+"""
+
+
+def test_threads_give_bit_identical_output(tmp_path):
+    # in a fresh process, so that this test session never starts numba's OpenMP pool (a process that has
+    # started it cannot fork build workers safely)
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    n, same, fill_heavy = out.stdout.split()
+    assert n == "2" and fill_heavy == "1"
+    assert same == "1"
+
+
+def test_render_threads_default():
+    from bsrdata.render import set_render_threads
+    from bsrdata.render.layered import _resolve_threads
+
+    prev = set_render_threads(1)
+    try:
+        assert _resolve_threads(None) == 1
+        assert _resolve_threads(3) == min(3, __import__("numba").config.NUMBA_NUM_THREADS)
+        set_render_threads(None)
+        assert _resolve_threads(None) == __import__("numba").get_num_threads()
+    finally:
+        set_render_threads(prev)
