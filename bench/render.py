@@ -4,18 +4,22 @@ Times, in one process, on an NYUv2-size frame (640×480, max_coc 21) and a Citys
 (2048×1024, max_coc 61) with realistic depth (the Middlebury 2014 Motorcycle ground truth that ships in
 scikit-image, resized; depth_mm = 994.978·193.001 / (disp + 31.086), unknown disparity -> nearest valid):
 
-- ``render_layered`` (numba) against the straightforward implementation (full-frame OpenCV blur per layer,
-  same compositing and fill: ``reference.layered_opencv``), with the max abs difference;
+- ``render_layered`` (numba, on all numba threads and on one) against the straightforward implementation
+  (full-frame OpenCV blur per layer, same compositing and fill: ``reference.layered_opencv``), with the
+  max abs difference;
 - ``render_gather_points`` at the ×4 LR points;
 - with ``--compare-solver mg``: ``render_layered`` with that fill solver too (the multigrid CG fill the
   default adaptive SOR replaced), timed beside the default in the same process.
 
 The focus is drawn with ``optics.sample_focus``; like SYNDOF (which resamples the camera up to 20 times)
 the bench redraws until the layer count is in the SYNDOF range (200–350 NYUv2, 600–1000 Cityscapes).
-Prints a Markdown table. Numba is warmed up (compiled) before timing.
+The time per frame depends strongly on the camera (frames focused far, with most of the scene in front of
+the focus, need the partial-occlusion fill on many large bands), so sampled cases draw several cameras
+(seeds seed, seed+1, ...) and also print the per-camera times. Prints a Markdown table. Numba is warmed
+up (compiled) before timing.
 
-    python bench/render.py [--cases nyu:sampled,city:0.5] [--repeat 3] [--skip-straightforward]
-                           [--no-straightforward city:sampled,city:0.25] [--compare-solver mg]
+    python bench/render.py [--cases nyu:sampled:20,city:0.5] [--repeat 3] [--skip-straightforward]
+                           [--no-straightforward city:sampled,city:0.25] [--compare-solver mg] [--threads N]
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ def timeit(fn, repeat):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="nyu:sampled:5,nyu:0.5,city:sampled:2,city:0.25",
+    ap.add_argument("--cases", default="nyu:sampled:20,nyu:0.5,city:sampled:2,city:0.25",
                     help="comma list of SIZE:FOCUS[:DRAWS], FOCUS = 'sampled' (near-favouring draw; DRAWS "
                          "cameras, times averaged) or a depth rank in [0, 1]")
     ap.add_argument("--no-straightforward", default="city:0.25",
@@ -102,6 +106,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-straightforward", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="numba threads for render_layered (default: numba's count, all cores)")
     ap.add_argument("--compare-solver", default="",
                     help="also time render_layered with this fill_solver (e.g. mg, the previous default)")
     args = ap.parse_args(argv)
@@ -117,6 +123,7 @@ def main(argv=None):
     render_gather_points(img0, sigma_from_coc(coc0), 9, 4)
 
     rows = []
+    per_camera = []
     skip = set(args.no_straightforward.split(","))
     for case in args.cases.split(","):
         parts = case.split(":")
@@ -130,7 +137,9 @@ def main(argv=None):
                                          None if rank == "sampled" else float(rank))
             sigma = sigma_from_coc(coc)
             t_fast, (out, stats) = timeit(
-                lambda: render_layered(img, coc, spec["max_coc"], near=near, return_stats=True), args.repeat)
+                lambda: render_layered(img, coc, spec["max_coc"], near=near, return_stats=True,
+                                       threads=args.threads), args.repeat)
+            t_one, _ = timeit(lambda: render_layered(img, coc, spec["max_coc"], near=near, threads=1), args.repeat)
             t_pts, _ = timeit(lambda: render_gather_points(img, sigma, spec["max_coc"], 4), args.repeat)
             if args.compare_solver:
                 t_cmp, out_cmp = timeit(lambda: render_layered(img, coc, spec["max_coc"], near=near,
@@ -142,28 +151,41 @@ def main(argv=None):
             else:
                 t_ref, ref = timeit(lambda: layered_opencv(img, coc, spec["max_coc"], near=near), 1)
                 diff = float(np.abs(out.astype(np.float64) - ref).max())
-            acc.append((n, focus, stats["band_pixels"], t_fast, t_ref, diff, t_pts, t_cmp))
+            acc.append((n, focus, stats["band_pixels"], t_fast, t_ref, diff, t_pts, t_cmp, t_one))
         mean = lambda k: float(np.mean([a[k] for a in acc]))  # noqa: E731
         pair = lambda k: tuple(float(np.mean([a[k][i] for a in acc])) for i in range(2))  # noqa: E731
         label = f"{name} {spec['w']}×{spec['h']}, focus {rank}" + (f" (mean of {draws} draws)" if draws > 1 else "")
         fmt_n = "/".join(str(a[0]) for a in acc)
         fmt_f = "/".join(f"{a[1]:.2f}" for a in acc)
         rows.append((label, spec, fmt_n, fmt_f, int(mean(2)), pair(3), pair(4), max(a[5] for a in acc), pair(6),
-                     pair(7)))
+                     pair(7), pair(8)))
+        if draws > 1:
+            w = np.array([a[3][0] for a in acc])
+            per_camera.append(f"{label}: wall s per camera " + " ".join(f"{t:.3f}" for t in w)
+                              + f"; mean {w.mean():.3f}, median {np.median(w):.3f}, max {w.max():.3f}, "
+                              f"mean of the first 5 {w[:5].mean():.3f}")
 
+    import numba
+
+    nthr = args.threads or numba.get_num_threads()
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end (shared machine); "
-          f"best of {args.repeat} (numba) / 1 (straightforward) runs; seconds per frame as wall / process CPU")
+          f"best of {args.repeat} (numba) / 1 (straightforward) runs; seconds per frame as wall / process CPU; "
+          f"render_layered on {nthr} numba threads ({numba.threading_layer()}), also on 1")
     print()
     cmp_col = f" layered, fill_solver={args.compare_solver} s (wall / cpu) |" if args.compare_solver else ""
-    print("| frame | max_coc | layers | focus (m) | fill band px (sum over layers) | layered numba s (wall / cpu) "
-          "| straightforward s (wall / cpu) | speed-up (wall / cpu) | max abs diff | gather_points ×4 s (wall / cpu) |"
-          + cmp_col)
-    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.compare_solver else ""))
-    for name, spec, n, focus, band, t_fast, t_ref, diff, t_pts, t_cmp in rows:
+    print(f"| frame | max_coc | layers | focus (m) | fill band px (sum over layers) | layered numba, {nthr} threads "
+          "s (wall / cpu) | layered numba, 1 thread s (wall / cpu) | straightforward s (wall / cpu) "
+          "| speed-up (wall / cpu) | max abs diff | gather_points ×4 s (wall / cpu) |" + cmp_col)
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.compare_solver else ""))
+    for name, spec, n, focus, band, t_fast, t_ref, diff, t_pts, t_cmp, t_one in rows:
         print(f"| {name} | {spec['max_coc']} | {n} | {focus} | {band} | {t_fast[0]:.3f} / {t_fast[1]:.3f} "
+              f"| {t_one[0]:.3f} / {t_one[1]:.3f} "
               f"| {t_ref[0]:.2f} / {t_ref[1]:.2f} | {t_ref[0] / t_fast[0]:.1f}× / {t_ref[1] / t_fast[1]:.1f}× "
               f"| {diff:.1e} | {t_pts[0]:.3f} / {t_pts[1]:.3f} |"
               + (f" {t_cmp[0]:.3f} / {t_cmp[1]:.3f} |" if args.compare_solver else ""))
+    for line in per_camera:
+        print()
+        print(line)
 
 
 if __name__ == "__main__":
