@@ -944,7 +944,7 @@ def _sor_range(ff, qs, inv, rhs, k0, k1, wp, omega):
     return dmax
 
 
-SOR_PAR_MIN = 1  # fewer active tiles than this: one thread (a parallel launch costs more than the work)
+SOR_PAR_MIN = 24  # fewer active tiles than this: one thread (a parallel launch costs more than the work)
 
 
 @njit(cache=True, parallel=True)
