@@ -160,7 +160,9 @@ src = lambda: SyntheticSource(n_train=4, n_test=5, size=(32, 48), seed=3)
 out1, out2 = sys.argv[1], sys.argv[2]
 build_dataset(src(), out1, cfg, seed=9, workers=1, shard_size=3)
 build_dataset(src(), out2, cfg, seed=9, workers=2, shard_size=3)  # must not fork this process
-sha = lambda r: {s["path"]: s["sha256"] for sp in json.load(open(os.path.join(r, "manifest.json")))["splits"].values() for s in sp["shards"]}
+def sha(r):
+    m = json.load(open(os.path.join(r, "manifest.json")))
+    return {s["path"]: s["sha256"] for sp in m["splits"].values() for s in sp["shards"]}
 print(int(sha(out1) == sha(out2)))
 """
 

@@ -13,16 +13,20 @@ band = (B > 0) & (P ≠ 1); merged and acc are normalised everywhere (merged/acc
 the band the background bg (= merged/acc on P, 0 elsewhere) and P are Laplace-filled from the band's
 border (4-neighbours inside the image; :func:`reference.laplace_fill`) and written to merged and acc.
 
-Speed-ups (the same result up to float rounding, except the fill's iterative-solver tolerance: ≤ 1e-5
-against the twin on the bench frames, budget 1e-4): taps below 1e-12 of the peak are dropped; the horizontal pass scatters only the layer's own pixels; the vertical pass and compositing run
-only on 8×8 tiles the blurred layer touches (α = C = 0 elsewhere leaves merged unchanged); normalisation
-touches only tiles changed since the previous normalisation (elsewhere acc is already 0 or 1); B is
-evaluated only at uncovered pixels within the distance where B can still reach 1e-3 (the horizontal
-sums of P shared by vertically neighbouring tiles, the vertical sum stopped once it reaches 1e-3); the fill is solved only on the band, warm-started from
-the previous fill (only ~8 % of the band moves by more than the tolerance between layers), by red-black
-SOR (ω = 1.75, float32) swept only over the 8×8 tiles that still move and their neighbours, until a
-sweep over the whole band finds no Gauss-Seidel correction above 3e-6 (about 1e-5 in the output; the
-budget is 1e-4). The earlier multigrid-preconditioned CG (fill_solver="mg") is kept for comparison.
+Speed-ups (the same result up to float rounding, except the fill's iterative-solver tolerance: ≤ 3e-5
+against the twin on the bench frames, budget 1e-4): taps below 1e-12 of the peak are dropped; the
+horizontal pass scatters only the layer's own pixels; the vertical pass and compositing run only on 8×8
+tiles the blurred layer touches (α = C = 0 elsewhere leaves merged unchanged); normalisation touches only
+tiles changed since the previous normalisation (elsewhere acc is already 0 or 1); B is evaluated only on
+tiles within the distance where it can still reach 1e-3, as in-order tap sums over a mirrored float plane
+of P, eight pixels at a time (horizontal sums shared by vertically neighbouring tiles, rows whose window
+is all uncovered or all covered skipped); the fill is solved only on the band, warm-started from the
+previous fill, by red-black SOR (float32, ω per layer from the band radius) swept only over the 8×8 tiles
+that still move and their neighbours, until a sweep over the whole band finds no Gauss-Seidel correction
+above 1e-5 (about 3e-5 in the output). The band search, the fill's set-up and half-sweeps and the blur
+passes run on numba's threads, split so that every sum keeps its order: the output is bit-identical for
+any thread count (``threads=1`` never starts the pool). The multigrid-preconditioned CG
+(fill_solver="mg") is kept for comparison.
 
 All kernels live in this one file on purpose: numba's on-disk cache (cache=True) only notices edits to
 the file of the function it compiled, so a helper in another module could leave a stale kernel behind.
@@ -48,6 +52,10 @@ from bsrdata.render.common import (
 TILE = 8
 PAR_MIN_TILES = 16  # fewer tiles than this: one thread (a parallel launch costs a few µs)
 PAR_MIN_PIXELS = 2048  # the same for per-pixel loops
+# Loops shared out between threads come as three functions: X_range(k0, k1, ...) does items k0..k1-1,
+# X_par runs it on contiguous chunks in a prange, X(..., nchunk) picks one (nchunk = 1: no thread pool).
+# One generic chunker taking X_range as an argument would do, but numba cannot cache a function that
+# takes another jitted function as an argument (every process would recompile), so each X has its own.
 FILL_TOL_SOR = 1e-5  # SOR stops when the largest Gauss-Seidel correction is below this
 
 
@@ -458,6 +466,7 @@ def _hsum_tiles_range(k0, k1, pf, rowcnt, r, g, rt, gsum, hlist, nh, ntx, hsum):
                         sm += g[r + d] * pf[y, x + r + d]
                     hsum[y, x] = sm
 
+
 @njit(cache=True, parallel=True)
 def _hsum_tiles_par(nchunk, pf, rowcnt, r, g, rt, gsum, hlist, nh, ntx, hsum):
     for c in prange(nchunk):
@@ -537,10 +546,12 @@ def _vsum_tiles_range(k0, k1, pm, hsum, g, r, rt, band_floor, clist, nc, ntx, sl
         nred[k] = nr
         nblk[k] = nbk
 
+
 @njit(cache=True, parallel=True)
 def _vsum_tiles_par(nchunk, pm, hsum, g, r, rt, band_floor, clist, nc, ntx, slots, nred, nblk):
     for c in prange(nchunk):
-        _vsum_tiles_range(c * nc // nchunk, (c + 1) * nc // nchunk, pm, hsum, g, r, rt, band_floor, clist, nc, ntx, slots, nred, nblk)
+        _vsum_tiles_range(c * nc // nchunk, (c + 1) * nc // nchunk, pm, hsum, g, r, rt, band_floor, clist, nc,
+                          ntx, slots, nred, nblk)
 
 
 @njit(cache=True)
@@ -774,7 +785,8 @@ def _precondition(mg, r, z, deg, use_mg):
 def _fill_band(band, nb, pm, merged, acc, index, dmark, dlist, nd, tol, maxit, guess, cmaps, use_mg):
     """Laplace-fill bg (merged on P, 0 elsewhere) and P inside the band; write to merged / acc.
 
-    Conjugate gradients (preconditioner: one aggregation-multigrid V-cycle, or Jacobi) on deg·u_p − Σ_band u_q = Σ_border values, started
+    Conjugate gradients (preconditioner: one aggregation-multigrid V-cycle, or Jacobi) on
+    deg·u_p − Σ_band u_q = Σ_border values, started
     from ``guess`` (H·W, 4): the last fill's values at each pixel (0 where never filled); the solution
     is stored back into it. Returns (nd, iterations)."""
     n_h = pm.shape[0]
@@ -1020,6 +1032,7 @@ def _band_system_range(k0, k1, band, nb, pm, merged, ff, guess, wp, qs, inv, rhs
         for c in range(4):
             ff[q, c] = guess[p, c]
 
+
 @njit(cache=True, parallel=True)
 def _band_system_par(nchunk, band, nb, pm, merged, ff, guess, wp, qs, inv, rhs):
     for c in prange(nchunk):
@@ -1052,6 +1065,7 @@ def _band_writeback_range(k0, k1, band, nb, qs, ff, merged, acc, guess):
         for c in range(4):
             guess[p, c] = ff[q, c]
             ff[q, c] = 0.0
+
 
 @njit(cache=True, parallel=True)
 def _band_writeback_par(nchunk, band, nb, qs, ff, merged, acc, guess):
