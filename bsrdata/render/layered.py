@@ -565,8 +565,8 @@ def _vsum_tiles(pm, hsum, g, r, rt, band_floor, clist, nc, ntx, slots, nred, nbl
 
 
 @njit(cache=True)
-def _find_band(pm, pf, rowcnt, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band, gs0, gmid, gt, work,
-               nthreads):
+def _find_band(pm, pf, rowcnt, cnt_p, cbox, tile_area, g, r, rt, rb, band_floor, hsum, hflag, band, gs0, gmid,
+               gt, work, nthreads):
     """Pixels with P = 0 and (G * P) ≥ band_floor, as flat indices in band; returns (count, tiles).
 
     The band is listed tile by tile (row-major tiles); within a tile the red pixels ((y + x) even) come
@@ -578,6 +578,8 @@ def _find_band(pm, pf, rowcnt, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum,
     order of the kernel taps, so B equals the plain separable blur's value (terms of 0 add nothing).
     ``work`` is a tuple of scratch arrays (clist, hlist, slots, nred, nblk)."""
     clist, hlist, slots, nred, nblk = work
+    n_h = pm.shape[0]
+    n_w = pm.shape[1]
     nty = cnt_p.shape[0]
     ntx = cnt_p.shape[1]
     rtile = (rb + TILE - 1) // TILE
@@ -601,6 +603,25 @@ def _find_band(pm, pf, rowcnt, cnt_p, tile_area, g, r, rt, rb, band_floor, hsum,
             b0 = max(0, tx - rtile)
             b1 = min(ntx, tx + rtile + 1)
             if pre[a1, b1] - pre[a0, b1] - pre[a1, b0] + pre[a0, b0] == 0:
+                continue
+            # finer: a covered pixel within Chebyshev distance rb of the tile, from the covered pixels'
+            # bounding box per tile (mirror images are never nearer than the pixel itself)
+            y0 = ty * TILE
+            y1 = min(n_h, y0 + TILE) - 1
+            x0 = tx * TILE
+            x1 = min(n_w, x0 + TILE) - 1
+            near_cover = False
+            for a in range(a0, a1):
+                for b in range(b0, b1):
+                    if cnt_p[a, b] > 0:
+                        dy = max(0, max(cbox[a, b, 0] - y1, y0 - cbox[a, b, 1]))
+                        dx = max(0, max(cbox[a, b, 2] - x1, x0 - cbox[a, b, 3]))
+                        if max(dy, dx) <= rb:
+                            near_cover = True
+                            break
+                if near_cover:
+                    break
+            if not near_cover:
                 continue
             clist[nc] = ty * ntx + tx
             nc += 1
@@ -1251,6 +1272,11 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
     vwork = (np.zeros(ntx, dtype=np.int64), np.empty(ntx, dtype=np.int64), np.empty(nt, dtype=np.int64),
              np.empty(ntx, dtype=np.int64), np.empty(ntx, dtype=np.int64))
     cnt_p = np.zeros((nty, ntx), dtype=np.int64)
+    cbox = np.empty((nty, ntx, 4), dtype=np.int64)  # covered pixels' bounding box per tile: y0, y1, x0, x1
+    cbox[:, :, 0] = n_h
+    cbox[:, :, 1] = -1
+    cbox[:, :, 2] = n_w
+    cbox[:, :, 3] = -1
     tile_area = np.zeros((nty, ntx), dtype=np.int64)
     for ty in range(nty):
         for tx in range(ntx):
@@ -1314,8 +1340,8 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             nv = _vscatter(hb, g32, r, rt, hlist, nh, hmark, vb, vmark, vlist, 0, vwork, nthreads)
             if seen_focus:
                 nd = _normalise(merged, acc, dmark, dlist, nd, nthreads)
-                nb, ng = _find_band(pm, pf, rowcnt, cnt_p, tile_area, g, r, rt, rbs[li], band_floor, hsum, hflag, band,
-                                    gs0, gmid, gt, bwork, nthreads)
+                nb, ng = _find_band(pm, pf, rowcnt, cnt_p, cbox, tile_area, g, r, rt, rbs[li], band_floor, hsum, hflag,
+                                    band, gs0, gmid, gt, bwork, nthreads)
                 if nb > 0 and solver >= 0:  # solver < 0: band search only (profiling)
                     if solver == 3:
                         nd, it = _fill_sor_adaptive(band, nb, gs0, gmid, gt, ng, pm, merged, acc, fpad, gmap,
@@ -1339,7 +1365,13 @@ def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floo
             if has_fill:
                 _set_covered(pf, r, y, x)
                 rowcnt[y, x // TILE] += 1
-            cnt_p[y // TILE, x // TILE] += 1
+            ty = y // TILE
+            tx = x // TILE
+            cnt_p[ty, tx] += 1
+            cbox[ty, tx, 0] = min(cbox[ty, tx, 0], y)
+            cbox[ty, tx, 1] = max(cbox[ty, tx, 1], y)
+            cbox[ty, tx, 2] = min(cbox[ty, tx, 2], x)
+            cbox[ty, tx, 3] = max(cbox[ty, tx, 3], x)
         if sig == 0.0:
             seen_focus = True
     out = np.empty((n_h, n_w, 3), dtype=np.float32)
