@@ -359,7 +359,7 @@ def _warm_up(cfg):
     h = w = 4 * s
     z = np.ones((h, w), np.float32)
     z[:, w // 2:] = 3.0
-    prev = set_render_threads(1)  # compile without starting numba's thread pool: the workers fork after this
+    prev = set_render_threads(1)  # compile the one-thread paths the workers use, without starting a pool
     try:
         synthesize(Record("warm-up", np.zeros((h, w, 3), np.uint8), z, None), cfg, 0, False)
     finally:

@@ -8,9 +8,8 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__),
 # (a tiny forward pass was measured 35x slower with two torch threads per worker on 2 cores).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# one numba thread for the renderer in the test processes: xdist already runs one worker per core, and a
-# process that has started numba's OpenMP pool cannot fork build workers (test_render checks 1 vs 2
-# threads in a subprocess)
+# one numba thread for the renderer in the test processes: xdist already runs one worker per core
+# (test_render checks 1 against 2 threads in a subprocess)
 from bsrdata.render import set_render_threads  # noqa: E402
 
 set_render_threads(1)

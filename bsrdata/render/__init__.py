@@ -11,4 +11,5 @@ from bsrdata.render.common import count_layers, gaussian_kernel_1d
 from bsrdata.render.gather import render_gather, render_gather_points
 from bsrdata.render.layered import render_layered, set_render_threads
 
-__all__ = ["render_layered", "set_render_threads", "render_gather", "render_gather_points", "gaussian_kernel_1d", "count_layers"]
+__all__ = ["render_layered", "set_render_threads", "render_gather", "render_gather_points", "gaussian_kernel_1d",
+           "count_layers"]
