@@ -13,7 +13,6 @@ in mIoU. Writes ``learn_cmos.json`` and ``learn_cmos.md`` in --out and prints th
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -80,7 +79,7 @@ def main(argv=None):
     from cli.evaluate import format_markdown
     from cli.train import apply_overrides, read_yaml
     from models.engine.task_cmos import CMOSTask, dataset_num_classes, evaluate_cmos
-    from models.engine.trainer import train
+    from models.engine.budget import train_within
     from bsrdata.manifest import read_manifest
 
     t0 = time.perf_counter()
@@ -95,24 +94,7 @@ def main(argv=None):
     user = apply_overrides(read_yaml(args.config), [f"model.num_classes={ncls}"] + list(args.sets))
     cfg = task.config(user, where=args.config)
     budget = args.minutes * 60.0
-    t1 = time.perf_counter()
-    # calibration: a few iterations to measure seconds per iteration
-    calib = os.path.join(args.out, "calibration")
-    ccfg = json.loads(json.dumps(cfg))
-    ccfg["train"]["iterations"] = 6
-    ccfg["data"]["val_split"] = None
-    train(task, ccfg, args.data, calib, resume=True, progress=False)
-    with open(os.path.join(calib, "log.csv")) as f:
-        rows = list(csv.DictReader(f))
-    spi = float(rows[-1]["sec_per_it"])
-    left = budget - (time.perf_counter() - t1)
-    iters = max(10, int(left * 0.92 / spi))
-    cfg["train"]["iterations"] = iters
-    cfg["train"]["val_every"] = 0
-    cfg["data"]["val_split"] = None  # scored below, outside the budget
-    run = os.path.join(args.out, "run")
-    res = train(task, cfg, args.data, run, resume=True, progress=True, time_limit=max(1.0, left))
-    t_train = time.perf_counter() - t1
+    res, spi, t_train, _ = train_within(task, cfg, args.data, args.out, budget)
     model = res["model"].eval()
 
     groups = sorted(int(g) for g in m["groups"])

@@ -14,7 +14,6 @@ Writes ``learn_sr.json`` / ``learn_sr.md`` and the bench tables in --out and pri
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -23,29 +22,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-
-def _calibrated_train(task, cfg, data, out, budget_s, progress=True):
-    """Calibrate seconds/iteration on 6 iterations, then train for what is left of ``budget_s``."""
-    from models.engine.trainer import train
-
-    t0 = time.perf_counter()
-    calib = os.path.join(out, "calibration")
-    ccfg = json.loads(json.dumps(cfg))
-    ccfg["train"]["iterations"] = 6
-    ccfg["train"]["log_every"] = 1
-    ccfg["data"]["val_split"] = None
-    train(task, ccfg, data, calib, resume=True, progress=False)
-    with open(os.path.join(calib, "log.csv")) as f:
-        spi = float(list(csv.DictReader(f))[-1]["sec_per_it"])
-    left = budget_s - (time.perf_counter() - t0)
-    cfg["train"]["iterations"] = max(10, int(left * 0.92 / spi))
-    cfg["train"]["val_every"] = 0
-    cfg["train"]["ckpt_every"] = max(50, cfg["train"]["iterations"] // 4)
-    cfg["data"]["val_split"] = None  # scored below, outside the budget
-    run = os.path.join(out, "run")
-    res = train(task, cfg, data, run, resume=True, progress=progress, time_limit=max(1.0, left))
-    return res, spi, time.perf_counter() - t0, os.path.join(run, "last")
 
 
 def main(argv=None):
@@ -69,6 +45,7 @@ def main(argv=None):
     from bsrdata import benchmark as bm
     from bsrdata.manifest import read_manifest
     from cli.train import apply_overrides, read_yaml
+    from models.engine.budget import train_within
     from models.engine.tasks import get_task
     from models.sr_methods import make_method
 
@@ -87,7 +64,7 @@ def main(argv=None):
     user = apply_overrides(read_yaml(args.config), [f"model.num_classes={ncls}", f"train.threads={args.threads}"]
                            + list(args.sets))
     cfg = task.config(user, where=args.config)
-    res, spi, t_train, sr_ckpt = _calibrated_train(task, cfg, args.data, os.path.join(args.out, "rrdb_sft"),
+    res, spi, t_train, sr_ckpt = train_within(task, cfg, args.data, os.path.join(args.out, "rrdb_sft"),
                                                    args.minutes * 60.0)
 
     cmos_ckpt, t_cmos, cmos_iters = args.cmos_ckpt, 0.0, None
@@ -96,7 +73,7 @@ def main(argv=None):
         cuser = apply_overrides(read_yaml(os.path.join(ROOT, "configs", "cmos_cpu_small.yaml")),
                                 [f"model.num_classes={ncls}", f"train.threads={args.threads}"])
         ccfg = ctask.config(cuser, where="configs/cmos_cpu_small.yaml")
-        cres, _, t_cmos, cmos_ckpt = _calibrated_train(ctask, ccfg, args.data, os.path.join(args.out, "cmos"),
+        cres, _, t_cmos, cmos_ckpt = train_within(ctask, ccfg, args.data, os.path.join(args.out, "cmos"),
                                                        args.cmos_minutes * 60.0)
         cmos_iters = cres["iterations"]
 
