@@ -14,6 +14,8 @@ from bsrdata.optics import check_max_coc
 from bsrdata.render.common import check_image, check_map, gaussian_kernel_1d, trimmed_radius
 
 
+# A copy of layered._refl on purpose: numba's on-disk cache only notices edits to the file of the function
+# it compiled, so an inlined helper imported from another module could leave a stale kernel behind.
 @njit(cache=True, inline="always")
 def _refl(i, n):
     p = 2 * n
