@@ -483,20 +483,6 @@ def _hsum_tiles(pf, rowcnt, r, g, rt, gsum, hlist, nh, ntx, hsum, nchunk):
 
 
 
-@njit(cache=True, inline="always")
-def _keep(pm, y, x, v, band_floor, slots, base, nr, nbk):
-    """Store pixel (y, x) in its tile's slots if uncovered and v ≥ floor: red from the front, black from the
-    back (reversed). Returns the new (nr, nbk)."""
-    if pm[y, x] == 0 and v >= band_floor:
-        if ((y + x) & 1) == 0:
-            slots[base + nr] = y * pm.shape[1] + x
-            nr += 1
-        else:
-            slots[base + TILE * TILE - 1 - nbk] = y * pm.shape[1] + x
-            nbk += 1
-    return nr, nbk
-
-
 @njit(cache=True)
 def _vsum_tiles_range(k0, k1, pm, hsum, g, r, rt, band_floor, clist, nc, ntx, slots, nred, nblk):
     """For the candidate tiles clist[:nc]: the pixels with P = 0 and Σ_d g[r+d]·hsum[refl(y+d), x] ≥ floor,
@@ -513,17 +499,14 @@ def _vsum_tiles_range(k0, k1, pm, hsum, g, r, rt, band_floor, clist, nc, ntx, sl
         nr = 0
         nbk = 0
         for y in range(ty * TILE, min(n_h, ty * TILE + TILE)):
+            # bit x - x0 of m: B ≥ floor at (y, x)
             if x1 - x0 == TILE and y - rt >= 0 and y + rt < n_h:
                 s0, s1, s2, s3, s4, s5, s6, s7 = _dot8(hsum, y, x0, g, r, rt, 1)
-                nr, nbk = _keep(pm, y, x0, s0, band_floor, slots, base, nr, nbk)
-                nr, nbk = _keep(pm, y, x0 + 1, s1, band_floor, slots, base, nr, nbk)
-                nr, nbk = _keep(pm, y, x0 + 2, s2, band_floor, slots, base, nr, nbk)
-                nr, nbk = _keep(pm, y, x0 + 3, s3, band_floor, slots, base, nr, nbk)
-                nr, nbk = _keep(pm, y, x0 + 4, s4, band_floor, slots, base, nr, nbk)
-                nr, nbk = _keep(pm, y, x0 + 5, s5, band_floor, slots, base, nr, nbk)
-                nr, nbk = _keep(pm, y, x0 + 6, s6, band_floor, slots, base, nr, nbk)
-                nr, nbk = _keep(pm, y, x0 + 7, s7, band_floor, slots, base, nr, nbk)
+                m = ((s0 >= band_floor) | ((s1 >= band_floor) << 1) | ((s2 >= band_floor) << 2)
+                     | ((s3 >= band_floor) << 3) | ((s4 >= band_floor) << 4) | ((s5 >= band_floor) << 5)
+                     | ((s6 >= band_floor) << 6) | ((s7 >= band_floor) << 7))
             else:
+                m = 0
                 for x in range(x0, x1):
                     sm = 0.0
                     for d in range(-rt, rt + 1):
@@ -531,7 +514,18 @@ def _vsum_tiles_range(k0, k1, pm, hsum, g, r, rt, band_floor, clist, nc, ntx, sl
                         if yy < 0 or yy >= n_h:
                             yy = _refl(yy, n_h)
                         sm += g[r + d] * hsum[yy, x]
-                    nr, nbk = _keep(pm, y, x, sm, band_floor, slots, base, nr, nbk)
+                    if sm >= band_floor:
+                        m |= 1 << (x - x0)
+            # written out here rather than in a helper: an inlined helper returning (nr, nbk) made this
+            # function ~4x slower (measured)
+            for x in range(x0, x1):
+                if (m >> (x - x0)) & 1 and pm[y, x] == 0:
+                    if ((y + x) & 1) == 0:  # red from the front
+                        slots[base + nr] = y * n_w + x
+                        nr += 1
+                    else:  # black from the back (reversed)
+                        slots[base + TILE * TILE - 1 - nbk] = y * n_w + x
+                        nbk += 1
         # black pixels: from the back (reversed) to right after the red ones, in raster order
         lo = base + TILE * TILE - nbk
         hi = base + TILE * TILE - 1
