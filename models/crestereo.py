@@ -402,6 +402,21 @@ class CREStereo(nn.Module):
     def _offsets(self, conv, fmap):
         return (torch.sigmoid(conv(fmap)) - 0.5) * 2.0  # in (-1, 1), range 1
 
+    def _refine_level(self, net, inp, corr_fn, off, flow, iters, full_size, scale, preds):
+        """``iters`` cascade updates at one pyramid level (adaptive correlation with the learnt offsets,
+        alternating patch shapes); returns the last flow convex-upsampled ×4 (None if iters is 0) and
+        appends each, resized to ``full_size`` with the factor ``scale``, to ``preds`` if given."""
+        up = None
+        for it in range(iters):
+            flow = flow.detach()
+            corr = corr_fn.adaptive(flow, off, small_patch=bool(it % 2))
+            net, mask, delta = self.update_block(net, inp, corr, flow)
+            flow = flow + delta
+            up = convex_upsample(flow, mask, 4)
+            if preds is not None:
+                preds.append(_resize_flow(up, full_size, scale))
+        return up
+
     def forward(self, left, right, iters: int = 20, flow_init=None, return_all: bool = False):
         if left.shape != right.shape or left.dim() != 4 or left.shape[1] != 3:
             raise ValueError(f"left {tuple(left.shape)} and right {tuple(right.shape)} must be equal (N, 3, H, W)")
@@ -442,27 +457,12 @@ class CREStereo(nn.Module):
             corr_8 = GroupCorrelation(f1_8, f2_8)
 
             flow16 = fmap1.new_zeros(n, 2, h16, w16)
-            flow = None
-            for it in range(iters // 2):
-                flow16 = flow16.detach()
-                corr = corr_16.adaptive(flow16, off_16, small_patch=bool(it % 2))
-                net_16, mask, delta = self.update_block(net_16, inp_16, corr, flow16)
-                flow16 = flow16 + delta
-                flow = convex_upsample(flow16, mask, 4)  # at 1/4
-                if return_all:
-                    preds.append(_resize_flow(flow, (H, W), -4.0))
-
+            flow = self._refine_level(net_16, inp_16, corr_16, off_16, flow16, iters // 2, (H, W), -4.0,
+                                      preds if return_all else None)  # at 1/4
             flow8 = _resize_flow(flow, f1_8.shape[2:], -f1_8.shape[2] / flow.shape[2]) if flow is not None \
                 else fmap1.new_zeros(n, 2, *f1_8.shape[2:])
-            flow = None
-            for it in range(iters // 2):
-                flow8 = flow8.detach()
-                corr = corr_8.adaptive(flow8, off_8, small_patch=bool(it % 2))
-                net_8, mask, delta = self.update_block(net_8, inp_8, corr, flow8)
-                flow8 = flow8 + delta
-                flow = convex_upsample(flow8, mask, 4)  # at 1/2
-                if return_all:
-                    preds.append(_resize_flow(flow, (H, W), -2.0))
+            flow = self._refine_level(net_8, inp_8, corr_8, off_8, flow8, iters // 2, (H, W), -2.0,
+                                      preds if return_all else None)  # at 1/2
 
             flow = _resize_flow(flow, q_size, -q_size[0] / flow.shape[2]) if flow is not None \
                 else fmap1.new_zeros(n, 2, *q_size)
