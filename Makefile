@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 OUT ?= out
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo perf lint clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,13 @@ demo: install
 	bash scripts/demo.sh "$(BIN)" "$(OUT)"
 	bash scripts/demo_sr.sh "$(BIN)" "$(OUT)"
 
-bench: install
-	$(BIN)/python bench/render.py
-	$(BIN)/python bench/build.py
-	$(BIN)/python bench/stereo.py
+perf: install
+	$(BIN)/python perf/render.py
+	$(BIN)/python perf/build.py
+	$(BIN)/python perf/stereo.py
 
 lint: install
-	$(BIN)/python -m pyflakes bsrdata models cli tests bench 2>/dev/null || true
+	$(BIN)/python -m pyflakes bsrdata models cli tests perf 2>/dev/null || true
 
 clean:
 	rm -rf $(OUT) .numba_cache

@@ -320,7 +320,7 @@ def get_method(spec: str, *, shell=False, chunk=32, timeout=None, **torch_option
             cmd = cmd[1:-1]
         return CommandMethod(cmd, label=label, shell=shell, chunk=chunk, timeout=timeout)
     if body in TORCH_METHODS:
-        mod = importlib.import_module("models.sr_methods")
+        mod = importlib.import_module("bsrdata.models.sr_methods")
         m = mod.make_method(body, **torch_options)
         if label:
             m.label = label

@@ -6,7 +6,7 @@ import re
 
 import click
 
-from cli.progress import bar_callback
+from bsrdata.cli.progress import bar_callback
 
 from bsrdata.errors import BsrError
 

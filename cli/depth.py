@@ -71,7 +71,7 @@ def cityscapes(root, weights, out_dir, device, size, iters, splits, limit):
     dev = _pick_device(device)
     depth_cache.check_writable(out_dir)
 
-    from models.crestereo import load_crestereo, predict_disparity
+    from bsrdata.models.crestereo import load_crestereo, predict_disparity
 
     model = load_crestereo(weights, dev)
     depth_cache.check_settings(out_dir, {

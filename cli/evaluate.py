@@ -75,8 +75,8 @@ def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progr
     import torch
 
     from bsrdata.manifest import read_manifest, sha256_file
-    from models.checkpoint import read_config
-    from models.engine.task_cmos import CMOS_MODELS, dataset_num_classes, evaluate_cmos
+    from bsrdata.models.checkpoint import read_config
+    from bsrdata.models.engine.task_cmos import CMOS_MODELS, dataset_num_classes, evaluate_cmos
 
     ck = resolve_checkpoint(ckpt)
     cfg = read_config(ck)
@@ -91,7 +91,7 @@ def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progr
     if split not in m.get("splits", {}):
         raise BsrError(f"--split: {split!r} not in {data} (has {', '.join(sorted(m.get('splits', {})))})")
     groups = parse_groups(group, m.get("groups", {})) if split == "test" and m.get("groups") else None
-    from models.checkpoint import load
+    from bsrdata.models.checkpoint import load
 
     model, cfg = load(ck)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

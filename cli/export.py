@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from cli.progress import bar_callback
+from bsrdata.cli.progress import bar_callback
 
 
 @click.command()

@@ -16,16 +16,16 @@ from bsrdata.errors import BsrError
 
 # command name -> "module:attribute"
 _COMMANDS = {
-    "build": "cli.build:build",
-    "verify": "cli.verify:verify",
-    "preview": "cli.preview:preview",
-    "export": "cli.export:export",
-    "merge": "cli.merge:merge",
-    "depth": "cli.depth:depth",
-    "train": "cli.train:train",
-    "eval": "cli.evaluate:evaluate",
-    "bench": "cli.bench:bench",
-    "sr": "cli.sr:sr",
+    "build": "bsrdata.cli.build:build",
+    "verify": "bsrdata.cli.verify:verify",
+    "preview": "bsrdata.cli.preview:preview",
+    "export": "bsrdata.cli.export:export",
+    "merge": "bsrdata.cli.merge:merge",
+    "depth": "bsrdata.cli.depth:depth",
+    "train": "bsrdata.cli.train:train",
+    "eval": "bsrdata.cli.evaluate:evaluate",
+    "bench": "bsrdata.cli.bench:bench",
+    "sr": "bsrdata.cli.sr:sr",
 }
 
 

@@ -93,7 +93,7 @@ def sr(images, ckpt, cmos_ckpt, out_dir, device, sigma_max):
     from PIL import Image
     from tqdm import tqdm
 
-    from models.sr_methods import load_chain, pick_device
+    from bsrdata.models.sr_methods import load_chain, pick_device
     from bsrdata.metrics import to_uint8
 
     if sigma_max <= 0:

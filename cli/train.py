@@ -60,8 +60,8 @@ def apply_overrides(user: dict, sets) -> dict:
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 def train(task_name, data, config, out, resume, sets, device, no_progress):
     """Train TASK (cmos, rrdb-sft, blind) on a built dataset; checkpoints and logs go to RUN."""
-    from models.engine.tasks import get_task
-    from models.engine.trainer import train as run
+    from bsrdata.models.engine.task import get_task
+    from bsrdata.models.engine.trainer import train as run
 
     task = get_task(task_name)
     user = read_yaml(config) if config else {}
@@ -78,6 +78,6 @@ def train(task_name, data, config, out, resume, sets, device, no_progress):
                        f"{len(rep['missing'])} left at random initialisation (see {out}/pretrained.json)")
         click.echo(f"trained {res['iterations']} iterations; checkpoint {res['checkpoint']}")
         if res.get("val"):
-            from cli.evaluate import format_markdown
+            from bsrdata.cli.evaluate import format_markdown
 
             click.echo(format_markdown(res["val"]))

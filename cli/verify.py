@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.progress import bar_callback
+from bsrdata.cli.progress import bar_callback
 
 from bsrdata.errors import BsrError
 

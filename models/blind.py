@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.registry import create_model, register_model
+from bsrdata.models.registry import create_model, register_model
 
 
 class BlindSR(nn.Module):

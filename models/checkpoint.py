@@ -101,7 +101,7 @@ def load_state(model: torch.nn.Module, path_dir) -> None:
 
 def load(path_dir, map_location="cpu"):
     """Rebuild the network named in ``config.json`` and load its weights -> ``(model, config)`` (eval mode)."""
-    from models.registry import create_model
+    from bsrdata.models.registry import create_model
 
     cfg = read_config(path_dir)
     try:

@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.blocks import BasicBlock
-from models.gia import GIA
-from models.hrnet import HRNet, load_pretrained, scaled_config
-from models.registry import register_model
+from bsrdata.models.blocks import BasicBlock
+from bsrdata.models.gia import GIA
+from bsrdata.models.hrnet import HRNet, load_pretrained, scaled_config
+from bsrdata.models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bsrdata.errors import BsrError
-from models.registry import register_model
+from bsrdata.models.registry import register_model
 
 __all__ = [
     "CREStereo",

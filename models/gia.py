@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.blocks import ConvBNAct
+from bsrdata.models.blocks import ConvBNAct
 
 
 def pad_reflect(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:

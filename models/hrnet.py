@@ -15,8 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bsrdata.errors import BsrError
-from models.blocks import BN_MOMENTUM, BasicBlock, Bottleneck, make_layer
-from models.registry import register_model
+from bsrdata.models.blocks import BN_MOMENTUM, BasicBlock, Bottleneck, make_layer
+from bsrdata.models.registry import register_model
 
 W18_SMALL_V2 = {
     "stage1": {"blocks": 2, "channels": 64},

@@ -14,14 +14,14 @@ from bsrdata.errors import BsrError
 
 # name -> module that registers it
 _MODULES = {
-    "hrnet_w18_small_v2": "models.hrnet",
-    "cmos": "models.cmos",
-    "cmos_blur": "models.cmos",
-    "cmos_seg": "models.cmos",
-    "rrdb_sft": "models.rrdb_sft",
-    "rrdb_sft_noseg": "models.rrdb_sft",
-    "blind_sr": "models.blind",
-    "crestereo": "models.crestereo",
+    "hrnet_w18_small_v2": "bsrdata.models.hrnet",
+    "cmos": "bsrdata.models.cmos",
+    "cmos_blur": "bsrdata.models.cmos",
+    "cmos_seg": "bsrdata.models.cmos",
+    "rrdb_sft": "bsrdata.models.rrdb_sft",
+    "rrdb_sft_noseg": "bsrdata.models.rrdb_sft",
+    "blind_sr": "bsrdata.models.blind",
+    "crestereo": "bsrdata.models.crestereo",
 }
 _REGISTRY: dict[str, Callable] = {}
 

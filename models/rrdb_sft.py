@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.registry import register_model
+from bsrdata.models.registry import register_model
 
 IGNORE_INDEX = 255
 
@@ -100,7 +100,7 @@ class RRDBSFT(nn.Module):
         if self.use_seg:
             self.prior_seg = nn.Conv2d(1, prior_ch, 3, padding=1)
             if fusion == "gia":
-                from models.gia import GIA
+                from bsrdata.models.gia import GIA
 
                 self.fuse = GIA(prior_ch, prior_ch, prior_ch, gia_groups, window=tuple(gia_window), output="sum")
         self.conv_first = nn.Conv2d(3, nf, 3, padding=1)

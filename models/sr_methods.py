@@ -20,6 +20,7 @@ import torch
 from bsrdata.benchmark import Method
 from bsrdata.errors import BsrError
 from bsrdata.metrics import to_uint8
+from bsrdata.models.device import pick_device  # noqa: F401  (re-exported for cli.sr)
 
 
 def ckpt_dir(path) -> str:
@@ -55,25 +56,13 @@ def load_checkpoint(path, *, expect: tuple, what: str):
         raise BsrError(f"{path}: no such checkpoint")
     if not os.path.isfile(os.path.join(d, "model.safetensors")):
         raise BsrError(f"{path}: no model.safetensors (not a checkpoint folder)")
-    from models import checkpoint
+    from bsrdata.models import checkpoint
 
     model, config = checkpoint.load(d)
     if not isinstance(model, expect):
         names = " or ".join(c.__name__ for c in expect)
         raise BsrError(f"{path}: is a {type(model).__name__} checkpoint, {what} needs {names}")
     return model.eval(), config
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise BsrError(f"--device: unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BsrError(f"--device: {device} requested but CUDA is not available")
-    return dev
 
 
 def _lr_tensor(lr: np.ndarray, device) -> torch.Tensor:
@@ -97,7 +86,7 @@ class TorchSRMethod(Method):
 
     # ---------------------------------------------------------------- loading
     def _load(self):
-        from models.rrdb_sft import RRDBSFT
+        from bsrdata.models.rrdb_sft import RRDBSFT
 
         self.device = pick_device(self.device_name)
         if self.kind == "oracle":
@@ -157,13 +146,13 @@ def load_chain(ckpt, cmos_ckpt=None):
 
     Returns (BlindSR in eval mode on the CPU, {"blind"|"cmos"|"sr": sha256}).
     """
-    from models.blind import BlindSR
-    from models.rrdb_sft import RRDBSFT
+    from bsrdata.models.blind import BlindSR
+    from bsrdata.models.rrdb_sft import RRDBSFT
 
     if cmos_ckpt is None:
         chain, _ = load_checkpoint(ckpt, expect=(BlindSR,), what="the blind chain (without --cmos-ckpt)")
         return chain.eval(), {"blind": ckpt_sha256(ckpt)}
-    from models.cmos import CMOS
+    from bsrdata.models.cmos import CMOS
 
     sr, _ = load_checkpoint(ckpt, expect=(RRDBSFT,), what="the chain with --cmos-ckpt")
     cm, _ = load_checkpoint(cmos_ckpt, expect=(CMOS,), what="--cmos-ckpt")
@@ -176,7 +165,7 @@ def load_chain(ckpt, cmos_ckpt=None):
 
 def _assemble(cmos_model, sr_model):
     """A BlindSR chain around already-loaded stage-1 and stage-2 networks (CMOS frozen)."""
-    from models.blind import BlindSR
+    from bsrdata.models.blind import BlindSR
 
     return BlindSR(num_classes=sr_model.num_classes, cmos=cmos_model, sr=sr_model, freeze_cmos=True).eval()
 

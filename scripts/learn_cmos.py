@@ -76,15 +76,15 @@ def main(argv=None):
 
     import torch
 
-    from cli.evaluate import format_markdown
-    from cli.train import apply_overrides, read_yaml
-    from models.engine.task_cmos import CMOSTask, dataset_num_classes, evaluate_cmos
-    from models.engine.budget import train_within
+    from bsrdata.cli.evaluate import format_markdown
+    from bsrdata.cli.train import apply_overrides, read_yaml
+    from bsrdata.models.engine.task_cmos import CMOSTask, dataset_num_classes, evaluate_cmos
+    from bsrdata.models.engine.budget import train_within
     from bsrdata.manifest import read_manifest
 
     t0 = time.perf_counter()
     if args.build and not os.path.isfile(os.path.join(args.data, "manifest.json")):
-        subprocess.run([sys.executable, "-m", "cli.main", "build", "demo", "--out", args.data, "--train",
+        subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "build", "demo", "--out", args.data, "--train",
                         str(args.train), "--test", str(args.test), "--size", args.size, "--workers", "2", "-q"],
                        check=True, cwd=ROOT)
     t_build = time.perf_counter() - t0

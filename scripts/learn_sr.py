@@ -44,15 +44,15 @@ def main(argv=None):
 
     from bsrdata import benchmark as bm
     from bsrdata.manifest import read_manifest
-    from cli.train import apply_overrides, read_yaml
-    from models.engine.budget import train_within
-    from models.engine.tasks import get_task
-    from models.sr_methods import make_method
+    from bsrdata.cli.train import apply_overrides, read_yaml
+    from bsrdata.models.engine.budget import train_within
+    from bsrdata.models.engine.task import get_task
+    from bsrdata.models.sr_methods import make_method
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.build and not os.path.isfile(os.path.join(args.data, "manifest.json")):
-        subprocess.run([sys.executable, "-m", "cli.main", "build", "demo", "--out", args.data, "--train",
+        subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "build", "demo", "--out", args.data, "--train",
                         str(args.train), "--test", str(args.test), "--size", args.size, "--workers", "2", "-q"],
                        check=True, cwd=ROOT)
     t_build = time.perf_counter() - t0

@@ -3,8 +3,8 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import registry
-from models.engine.task_cmos import CMOSTask
+from bsrdata.models import registry
+from bsrdata.models.engine.task_cmos import CMOSTask
 
 NAME = "tiny_cmos_test"
 
@@ -44,7 +44,7 @@ class TinyTask(CMOSTask):
                                                 "window": [15, 20]}}
 
     def check_config(self, cfg, where):
-        from models.engine.task import Task
+        from bsrdata.models.engine.task import Task
 
         Task.check_config(self, cfg, where)
 

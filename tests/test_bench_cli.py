@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from cli.main import main
+from bsrdata.cli.main import main
 from sr_fakes import make_bench_dataset
 
 

@@ -24,7 +24,7 @@ def bsr(*args):
     env = dict(os.environ)
     env.setdefault("NUMBA_CACHE_DIR", os.path.join(ROOT, ".numba_cache"))
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bsrdata.cli.main", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, env=env, timeout=600)
 
 

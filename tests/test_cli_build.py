@@ -11,7 +11,7 @@ from bsrdata.degrade import DegradeConfig
 from bsrdata.errors import BsrError
 from bsrdata.sources.base import Record
 from bsrdata.verify import verify_dataset
-from cli.main import main
+from bsrdata.cli.main import main
 
 TINY = ["--train", "3", "--test", "5", "--size", "32x48", "--no-middlebury", "--renderer", "gather", "-q"]
 

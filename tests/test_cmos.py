@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from models import create_model
-from models.cmos import CMOS
+from bsrdata.models import create_model
+from bsrdata.models.cmos import CMOS
 
 
 def _count(m):
@@ -61,7 +61,7 @@ def test_bad_arguments():
 
 
 def test_width_option():
-    from models.cmos import _groups
+    from bsrdata.models.cmos import _groups
 
     assert _groups(36, 8) == 6 and _groups(144, 12) == 12
     m = create_model("cmos", num_classes=5, width=0.5).eval()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bsrdata.errors import BsrError
-from models import crestereo as cs
+from bsrdata.models import crestereo as cs
 
 # name and shape of every tensor of crestereo_eth3d.pth (the common PyTorch port), in file order
 PUBLIC_TABLE = """
@@ -145,7 +145,7 @@ def test_embedded_table_equals_shared_json():
 
 
 def test_registry_builds_it():
-    from models import create_model
+    from bsrdata.models import create_model
 
     m = create_model("crestereo")
     assert isinstance(m, cs.CREStereo)

@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from engine_fakes import TinyTask, small_cfg
-from models.engine.trainer import train
+from bsrdata.models.engine.trainer import train
 from sr_fakes import make_bench_dataset
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bsrdata import stereo
-from cli.main import main
-from models import crestereo as cs
+from bsrdata.cli.main import main
+from bsrdata.models import crestereo as cs
 
 try:
     from tests import fakes

@@ -10,12 +10,12 @@ import torch
 
 from bsrdata.errors import BsrError
 from engine_fakes import TinyCMOS, TinyTask, small_cfg
-from models import checkpoint
-from models.engine.task import TRAIN_DEFAULTS, merge_config
-from models.engine.task_cmos import CMOSTask
-from models.engine.tasks import TASKS, get_task
-from models.engine.trainer import StreamSampler, lr_at, train
-from models.losses import cmos_loss
+from bsrdata.models import checkpoint
+from bsrdata.models.engine.task import TRAIN_DEFAULTS, merge_config
+from bsrdata.models.engine.task_cmos import CMOSTask
+from bsrdata.models.engine.task import TASKS, get_task
+from bsrdata.models.engine.trainer import StreamSampler, lr_at, train
+from bsrdata.models.losses import cmos_loss
 from sr_fakes import make_bench_dataset
 
 
@@ -49,7 +49,8 @@ def test_unknown_keys_are_one_line_errors():
 
 
 def test_task_table():
-    assert TASKS["rrdb-sft"].startswith("models.engine.task_sr:") and TASKS["blind"].startswith("models.engine.task_sr:")
+    assert TASKS.target("rrdb-sft").startswith("bsrdata.models.engine.task_sr:")
+    assert TASKS.target("blind").startswith("bsrdata.models.engine.task_sr:")
     assert isinstance(get_task("cmos"), CMOSTask)
     with pytest.raises(BsrError, match="unknown"):
         get_task("gan")
@@ -167,7 +168,7 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
 
 
 def test_real_cmos_checkpoint_round_trip(tmp_path):
-    from models import create_model
+    from bsrdata.models import create_model
 
     torch.manual_seed(0)
     m = create_model("cmos_blur", num_classes=4).eval()
@@ -231,13 +232,13 @@ def test_cli_bad_config_and_labels(tmp_path, data):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  iterationz: 3\n")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    r = subprocess.run([sys.executable, "-m", "cli.main", "train", "cmos", "--data", data, "--config", str(bad),
+    r = subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "train", "cmos", "--data", data, "--config", str(bad),
                         "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 1 and "unknown key 'train.iterationz'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
-    r = subprocess.run([sys.executable, "-m", "cli.main", "train", "nope", "--data", data, "--out", str(tmp_path / "r")],
+    r = subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "train", "nope", "--data", data, "--out", str(tmp_path / "r")],
                        capture_output=True, text=True, cwd=ROOT, env=env)
-    assert r.returncode == 1 and "unknown 'nope'" in r.stderr
+    assert r.returncode == 1 and "unknown task 'nope'" in r.stderr
 
 
 def test_bad_val_groups_fail_before_training(tmp_path, data):
@@ -268,8 +269,8 @@ def test_cli_train_with_backbone_weights_then_eval(tmp_path, data, capsys):
     """bsr train cmos end to end (real CMOS, 2 iterations) with an ImageNet-style backbone file."""
     from safetensors.torch import save_file
 
-    from cli.main import main
-    from models.hrnet import hrnet_w18_small_v2
+    from bsrdata.cli.main import main
+    from bsrdata.models.hrnet import hrnet_w18_small_v2
 
     b = hrnet_w18_small_v2(stem_stride=2)
     save_file({k: v for k, v in b.state_dict().items() if k.startswith("layer1")}, str(tmp_path / "in1k.safetensors"))

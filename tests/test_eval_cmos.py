@@ -9,9 +9,9 @@ import torch.nn as nn
 from skimage.metrics import structural_similarity
 
 from bsrdata.shards import open_dataset
-from cli.main import main
-from models import checkpoint, create_model
-from models.engine.task_cmos import evaluate_cmos
+from bsrdata.cli.main import main
+from bsrdata.models import checkpoint, create_model
+from bsrdata.models.engine.task_cmos import evaluate_cmos
 from sr_fakes import make_bench_dataset
 
 

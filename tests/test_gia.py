@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.gia import GIA, flow_warp, from_windows, pad_reflect, to_windows
+from bsrdata.models.gia import GIA, flow_warp, from_windows, pad_reflect, to_windows
 
 
 def _gia(**kw):

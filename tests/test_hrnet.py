@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from bsrdata.errors import BsrError
-from models import create_model, list_models
-from models.hrnet import load_pretrained
+from bsrdata.models import create_model, list_models
+from bsrdata.models.hrnet import load_pretrained
 
 
 def test_registry_and_branch_shapes():

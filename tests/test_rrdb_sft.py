@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from models import create_model
-from models.rrdb_sft import SFTLayer
+from bsrdata.models import create_model
+from bsrdata.models.rrdb_sft import SFTLayer
 
 
 def _count(m):
@@ -115,10 +115,10 @@ def sr_data(tmp_path_factory):
 
 
 def test_stage2_trains_saves_and_evaluates(sr_data, tmp_path):
-    from models import checkpoint
-    from models.engine.tasks import get_task
-    from models.engine.trainer import train
-    from models.rrdb_sft import RRDBSFT
+    from bsrdata.models import checkpoint
+    from bsrdata.models.engine.task import get_task
+    from bsrdata.models.engine.trainer import train
+    from bsrdata.models.rrdb_sft import RRDBSFT
 
     task = get_task("rrdb-sft")
     cfg = task.config({"task": "rrdb-sft", "model": {"num_classes": 4, **TINY_SR}, "data": {"crop": 16},
@@ -140,9 +140,9 @@ def test_stage2_trains_saves_and_evaluates(sr_data, tmp_path):
 
 
 def test_stage3_freezes_cmos_and_trains_sr(sr_data, tmp_path):
-    from models import checkpoint, create_model
-    from models.engine.tasks import get_task
-    from models.engine.trainer import train
+    from bsrdata.models import checkpoint, create_model
+    from bsrdata.models.engine.task import get_task
+    from bsrdata.models.engine.trainer import train
 
     torch.manual_seed(0)
     cmos = create_model("cmos", num_classes=4, window=(4, 4))  # small GIA windows keep the test fast
@@ -170,7 +170,7 @@ def test_stage3_freezes_cmos_and_trains_sr(sr_data, tmp_path):
 @pytest.mark.parametrize("hf", [False, True])
 @pytest.mark.parametrize("vf", [False, True])
 def test_dihedral_keeps_direct_grid_registered(tr, hf, vf):
-    from models.engine.task_sr import dihedral
+    from bsrdata.models.engine.task_sr import dihedral
 
     torch.manual_seed(3)
     hr = torch.rand(2, 3, 16, 20)

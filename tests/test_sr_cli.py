@@ -7,7 +7,7 @@ from PIL import Image
 
 from bsrdata import benchmark as bm
 from bsrdata.metrics import psnr_y, to_uint8
-from cli.main import main
+from bsrdata.cli.main import main
 from sr_fakes import make_bench_dataset
 
 TINY_SR = {"nf": 8, "nb": 1, "gc": 4, "prior_ch": 8, "sft_hidden": 4, "gia_groups": 4}
@@ -15,7 +15,7 @@ TINY_SR = {"nf": 8, "nb": 1, "gc": 4, "prior_ch": 8, "sft_hidden": 4, "gia_group
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
-    from models import checkpoint, create_model
+    from bsrdata.models import checkpoint, create_model
 
     d = tmp_path_factory.mktemp("sr_ckpts")
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def test_bsr_sr_bad_inputs(ckpts, tmp_path, capsys):
 
 
 def test_blur_colour_bar_and_palette():
-    from cli.sr import blur_colour, seg_image, voc_palette
+    from bsrdata.cli.sr import blur_colour, seg_image, voc_palette
 
     sigma = np.zeros((100, 50))
     sigma[:, 25:] = 5.0

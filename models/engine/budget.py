@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from models.engine.trainer import train
+from bsrdata.models.engine.trainer import train
 
 CALIBRATION_ITERATIONS = 6
 BUDGET_SHARE = 0.92  # of the time left after calibration, planned as iterations (the rest is slack)

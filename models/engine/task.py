@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 
 from bsrdata.errors import BsrError
+from bsrdata.registry import Registry
 
 TRAIN_DEFAULTS = {
     "iterations": 1000,     # optimiser steps
@@ -133,3 +134,21 @@ class Task:
     def evaluate(self, model, root, cfg: dict, groups, *, limit: int = 0, progress=None) -> dict:
         """Score ``model`` on test ``groups`` of the dataset at ``root`` -> ``{group: {metric: value}, "avg": {...}}``."""
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------- registry
+# ``bsr train TASK``: task name -> its Task class, imported only when that task is used.
+TASKS = Registry("task")
+TASKS.declare("cmos", "bsrdata.models.engine.task_cmos:CMOSTask")
+TASKS.declare("rrdb-sft", "bsrdata.models.engine.task_sr:RRDBSFTTask")
+TASKS.declare("blind", "bsrdata.models.engine.task_sr:BlindTask")
+
+
+def register_task(name: str):
+    """Class decorator: make ``bsr train NAME`` train this :class:`Task` subclass."""
+    return TASKS.register(name)
+
+
+def get_task(name: str) -> Task:
+    """An instance of the task registered as ``name`` (one-line BsrError for an unknown name)."""
+    return TASKS.get(name)()

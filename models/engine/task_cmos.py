@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from bsrdata.errors import BsrError
-from models.engine.task import Task
-from models.losses import cmos_loss
+from bsrdata.models.engine.task import Task
+from bsrdata.models.losses import cmos_loss
 
 CMOS_MODELS = ("cmos", "cmos_blur", "cmos_seg")
 
@@ -47,8 +47,8 @@ class CMOSTask(Task):
             raise BsrError(f"{where}: unknown key 'model.gia.{sorted(bad)[0]}' (known: channel, flow, spatial)")
 
     def build_model(self, cfg):
-        from models.checkpoint import model_kwargs
-        from models.registry import create_model
+        from bsrdata.models.checkpoint import model_kwargs
+        from bsrdata.models.registry import create_model
 
         kw = model_kwargs(cfg["model"], build=True)
         kw["window"] = tuple(kw["window"])

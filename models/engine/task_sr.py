@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bsrdata.errors import BsrError
-from models.engine.task import Task
+from bsrdata.models.engine.task import Task
 
 SR_MODELS = ("rrdb_sft", "rrdb_sft_noseg")
 
@@ -88,7 +88,7 @@ def _masked_l1(pred, target, mask):
 
 def _load_into(module, path, what):
     """Copy the weights of the checkpoint at ``path`` into ``module`` (same architecture required)."""
-    from models import checkpoint
+    from bsrdata.models import checkpoint
 
     if not os.path.exists(path):
         raise BsrError(f"{path}: no such checkpoint ({what})")
@@ -222,8 +222,8 @@ class RRDBSFTTask(_SRTaskBase):
             raise BsrError(f"{where}: model.name must be one of {', '.join(SR_MODELS)}, got {cfg['model']['name']!r}")
 
     def build_model(self, cfg):
-        from models.checkpoint import model_kwargs
-        from models.registry import create_model
+        from bsrdata.models.checkpoint import model_kwargs
+        from bsrdata.models.registry import create_model
 
         return create_model(cfg["model"]["name"], **model_kwargs(cfg["model"], build=True))
 
@@ -276,7 +276,7 @@ class BlindTask(_SRTaskBase):
     def check_config(self, cfg, where):
         """Checks the names and fills the chain's architecture (model.cmos/sr, *_kw, num_classes) from the
         stage-1/2 checkpoints' config.json, so the saved chain rebuilds without them."""
-        from models.checkpoint import model_kwargs, read_config
+        from bsrdata.models.checkpoint import model_kwargs, read_config
 
         super().check_config(cfg, where)
         if cfg["model"]["name"] != "blind_sr":
@@ -308,8 +308,8 @@ class BlindTask(_SRTaskBase):
             raise BsrError(f"{where}: model.num_classes is not set and the checkpoints do not give it")
 
     def build_model(self, cfg):
-        from models.checkpoint import model_kwargs
-        from models.registry import create_model
+        from bsrdata.models.checkpoint import model_kwargs
+        from bsrdata.models.registry import create_model
 
         try:
             model = create_model("blind_sr", **model_kwargs(cfg["model"], build=True))

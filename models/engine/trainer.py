@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bsrdata.errors import BsrError
-from models import checkpoint
+from bsrdata.models import checkpoint
 
 LAST = "last"
 STATE = "state.pt"

@@ -18,7 +18,7 @@ the focus, need the partial-occlusion fill on many large bands), so sampled case
 (seeds seed, seed+1, ...) and also print the per-camera times. Prints a Markdown table. Numba is warmed
 up (compiled) before timing.
 
-    python bench/render.py [--cases nyu:sampled:20,city:0.5] [--repeat 3] [--skip-straightforward]
+    python perf/render.py [--cases nyu:sampled:20,city:0.5] [--repeat 3] [--skip-straightforward]
                            [--no-straightforward city:sampled,city:0.25] [--compare-solver mg] [--threads N]
 """
 

@@ -14,7 +14,7 @@ Speed: CPU seconds per pair (two-pass inference, 20 iterations each) at 256x512 
 random weights (the weights do not change the amount of work), and SGBM (max_disp 192, or w/2 for
 small images) at the same sizes.
 
-    python bench/stereo.py [--sizes 256x512,512x1024] [--iters 20] [--threads N] [--skip-timing] [--json out.json]
+    python perf/stereo.py [--sizes 256x512,512x1024] [--iters 20] [--threads N] [--skip-timing] [--json out.json]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def accuracy(rows, crestereo_weights=None, crestereo_size=None, iters=20):
     if crestereo_weights:
         import torch
 
-        from models.crestereo import load_crestereo, predict_disparity
+        from bsrdata.models.crestereo import load_crestereo, predict_disparity
 
         model = load_crestereo(crestereo_weights, "cpu")
         t = time.process_time()
@@ -109,7 +109,7 @@ def accuracy(rows, crestereo_weights=None, crestereo_size=None, iters=20):
 def timing(sizes, iters):
     import torch
 
-    from models.crestereo import CREStereo, crestereo_disparity
+    from bsrdata.models.crestereo import CREStereo, crestereo_disparity
 
     torch.manual_seed(0)
     model = CREStereo().eval()

@@ -1,13 +1,13 @@
-"""bench/build.py runs end to end at a tiny size (real-format fake .mat -> NYUv2Source -> shards), and its
+"""perf/build.py runs end to end at a tiny size (real-format fake .mat -> NYUv2Source -> shards), and its
 1- and 2-worker builds are byte-identical."""
 
 import importlib.util
 import os
 
 
-def test_bench_build_tiny(tmp_path, capsys):
-    path = os.path.join(os.path.dirname(__file__), "..", "bench", "build.py")
-    spec = importlib.util.spec_from_file_location("bench_build", path)
+def test_perf_build_tiny(tmp_path, capsys):
+    path = os.path.join(os.path.dirname(__file__), "..", "perf", "build.py")
+    spec = importlib.util.spec_from_file_location("perf_build", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     res = mod.main(["--frames", "10", "--size", "48x64", "--pool", "3", "--shard-size", "2", "--no-torch",

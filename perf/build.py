@@ -12,8 +12,8 @@ the same 795:654 proportion; the projection to 1449 frames scales by the number 
 
 Budgets (DESIGN.md): ≤ 15 min with 2 workers for the whole build; ≥ 1.7× from 1 to 2 workers.
 
-    python bench/build.py                 # full size (long)
-    python bench/build.py --frames 120    # reduced
+    python perf/build.py                 # full size (long)
+    python perf/build.py --frames 120    # reduced
 """
 
 from __future__ import annotations
