@@ -24,13 +24,15 @@ demo: install
 	bash scripts/demo.sh "$(BIN)" "$(OUT)"
 	bash scripts/demo_sr.sh "$(BIN)" "$(OUT)"
 
+# Speed measurements (ratios against reference runs in the same process); not part of the tests.
 perf: install
 	$(BIN)/python perf/render.py
 	$(BIN)/python perf/build.py
 	$(BIN)/python perf/stereo.py
 
+# ruff (configured in pyproject.toml): pyflakes, pycodestyle, import order; fails on any finding.
 lint: install
-	$(BIN)/python -m pyflakes bsrdata models cli tests perf 2>/dev/null || true
+	$(BIN)/ruff check bsrdata models cli tests perf scripts
 
 clean:
 	rm -rf $(OUT) .numba_cache
