@@ -205,7 +205,7 @@ def test_command_failures_keep_other_results(dataset, tmp_path, script, mode, me
 def test_command_spec_errors():
     with pytest.raises(BsrError, match="must contain both"):
         bm.get_method("command:python x.py {in}")
-    with pytest.raises(BsrError, match="unknown method"):
+    with pytest.raises(BsrError, match="unknown bench method"):
         bm.get_method("kernelgan")
     m = bm.get_method('command:"prog {in} {out}"')
     assert m.argv == ["prog", "{in}", "{out}"]

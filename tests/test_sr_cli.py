@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+import bsrdata.models.bench_methods  # noqa: F401  (registers oracle, cmos+rrdb_sft)
 from bsrdata import benchmark as bm
 from bsrdata.metrics import psnr_y, to_uint8
 from bsrdata.cli.main import main
@@ -130,7 +131,7 @@ def test_bsr_sr_bad_inputs(ckpts, tmp_path, capsys):
 
 
 def test_blur_colour_bar_and_palette():
-    from bsrdata.cli.sr import blur_colour, seg_image, voc_palette
+    from bsrdata.preview import blur_colour, seg_image, voc_palette
 
     sigma = np.zeros((100, 50))
     sigma[:, 25:] = 5.0
