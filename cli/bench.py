@@ -87,8 +87,8 @@ def bench(data_dir, methods, groups, crop_border, out_dir, ckpt, cmos_ckpt, devi
     data = bm.BenchData(data_dir, bm.parse_groups(groups))
     if crop_border < 0:
         raise BsrError(f"--crop-border: must be >= 0, got {crop_border}")
-    if any(bm.split_label(s)[1] not in NUMPY_METHODS and not bm.split_label(s)[1].startswith(bm.COMMAND_PREFIX)
-           for s in methods):
+    bodies = [bm.split_label(spec)[1] for spec in methods]
+    if any(b not in NUMPY_METHODS and not b.startswith(bm.COMMAND_PREFIX) for b in bodies):
         try:
             load_methods()  # registers the torch methods (imports torch)
         except ImportError:

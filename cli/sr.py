@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from bsrdata.errors import BsrError
-from bsrdata.preview import blur_colour, seg_image, voc_palette  # noqa: F401  (re-exported)
+from bsrdata.preview import blur_colour, seg_image
 
 
 def _read_rgb(path) -> np.ndarray:
