@@ -6,10 +6,17 @@ LR image (shard, index), so each is super-resolved and scored once and its score
 that contains it. Per-group PSNR/SSIM (Y channel, FACTS §9, optional border crop) is the mean over the
 group's images; "Avg" is the mean of the group values (the paper's "average of 5 groups").
 
-Methods (:func:`get_method`): ``bicubic`` (MATLAB-style bicubic ×s of the LR), ``command:"PROG {in} {out}"``
-(an external program that reads a folder of LR PNGs and writes SR PNGs with the same names; run without a
-shell unless ``shell=True``), and the torch methods ``oracle`` / ``cmos`` from :mod:`models.sr_methods`.
-Any spec may carry a label: ``"MANet=command:python test.py {in} {out}"``.
+Methods (:func:`get_method`) come from the registry :data:`METHODS`. This module registers ``bicubic``
+(MATLAB-style bicubic ×s of the LR) and handles ``command:"PROG {in} {out}"`` (an external program that
+reads a folder of LR PNGs and writes SR PNGs with the same names; run without a shell unless
+``shell=True``). Other methods register themselves with :func:`register_method` when their module is
+imported: the torch methods (``oracle``, ``cmos+rrdb_sft``) live in ``bsrdata.models.bench_methods``,
+which ``bsr bench`` imports; this module never imports torch or the models. Any spec may carry a label:
+``"MANet=command:python test.py {in} {out}"``.
+
+:func:`score_units` is the one scoring loop: it super-resolves units and scores them (PSNR/SSIM on Y).
+:func:`run_bench` uses it with result files; the training engine's SR validation uses it in memory with
+the network wrapped as a :class:`CallableMethod`.
 
 Results are resumable: per method, ``OUT/results/<slug>.jsonl`` holds a header (provenance) and one line
 per scored unit; a rerun skips the units already there. Tables (``bench.md``, ``bench.csv``,
@@ -21,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -34,15 +40,35 @@ import time
 import numpy as np
 
 from bsrdata.errors import BsrError
+from bsrdata.fileio import write_text_atomic
 from bsrdata.metrics import psnr_y, ssim_y, to_uint8
+from bsrdata.registry import Registry
+from bsrdata.tables import bench_csv as format_csv
+from bsrdata.tables import bench_markdown as format_markdown
+from bsrdata.tables import table_rows
 
 __all__ = [
-    "Unit", "BenchData", "Method", "BicubicMethod", "CommandMethod", "get_method", "parse_groups",
-    "run_bench", "BenchResult", "format_markdown", "format_csv", "table_rows",
+    "Unit", "BenchData", "Method", "BicubicMethod", "CommandMethod", "CallableMethod", "METHODS",
+    "register_method", "method_names", "get_method", "split_label", "parse_groups", "score_units",
+    "run_bench", "BenchResult", "summarise", "format_markdown", "format_csv", "table_rows",
 ]
 
 RESULTS_FORMAT = "bsrdata-bench/1"
-TORCH_METHODS = ("oracle", "cmos")
+
+#: Bench methods by name: factories ``f(label, body, **options) -> Method`` (``label`` None when the spec
+#: has none; ``options`` are every option of :func:`get_method`, a factory ignores those it does not use).
+METHODS = Registry("bench method")
+COMMAND_PREFIX = "command:"
+
+
+def register_method(name: str):
+    """Decorator: register a method factory ``f(label, body, **options) -> Method`` under ``name``."""
+    return METHODS.register(name)
+
+
+def method_names() -> list[str]:
+    """The registered method names and aliases (sorted), then ``command:``."""
+    return METHODS.names() + sorted(METHODS.aliases()) + [COMMAND_PREFIX]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -57,8 +83,9 @@ class Unit:
     invariant: bool
 
 
-def parse_groups(text) -> list[int]:
-    """``"1-5"``, ``"1,3"``, ``"2"`` or ``"all"`` -> sorted list of group numbers (>= 1)."""
+def parse_groups(text, option: str = "--groups") -> list[int]:
+    """``"1-5"``, ``"1,3"``, ``"2"`` or ``"all"`` -> sorted list of group numbers (>= 1); ``option`` names the
+    command-line option in the error message."""
     if text is None or str(text).strip().lower() in ("", "all"):
         return [1, 2, 3, 4, 5]
     out = set()
@@ -74,9 +101,9 @@ def parse_groups(text) -> list[int]:
             else:
                 out.add(int(part))
         except ValueError:
-            raise BsrError(f"--groups: cannot read {text!r} (use e.g. 1-5 or 1,3)") from None
+            raise BsrError(f"{option}: cannot read {text!r} (use e.g. 1-5, 1,3 or all)") from None
     if not out or min(out) < 1:
-        raise BsrError(f"--groups: group numbers start at 1, got {text!r}")
+        raise BsrError(f"{option}: group numbers start at 1, got {text!r}")
     return sorted(out)
 
 
@@ -85,14 +112,17 @@ def _safe(text: str) -> str:
 
 
 class BenchData:
-    """The test groups of a built dataset (``root/manifest.json`` + HDF5 shards).
+    """The test groups of a built dataset (``root/manifest.json`` + HDF5 shards), as units.
 
-    ``units`` (uid -> :class:`Unit`), ``groups`` (g -> list of uids in manifest order), ``scale``,
-    ``sigma_max``, ``num_classes``, ``manifest_sha256``. ``load(uid)`` returns the sample dict
-    (``lr``/``hr`` uint8 RGB, ``blur`` float32 σ, ``seg`` uint8 or None, ``key``, ``invariant``).
+    ``units`` (uid -> :class:`Unit`), ``groups`` (g -> list of uids in manifest order), ``group_ids``,
+    ``scale``, ``sigma_max`` (σ in HR px), ``num_classes``, ``manifest_sha256``. ``load(uid)`` returns the
+    sample dict (``lr``/``hr`` uint8 RGB, ``blur`` float32 σ, ``seg`` uint8 or None, ``key``, ``invariant``).
+
+    With ``split="NAME"`` (instead of ``groups``) the units are every stored sample of that split, in the
+    split's order, as one group named ``NAME`` (``group_ids == ["NAME"]``).
     """
 
-    def __init__(self, root, groups=None):
+    def __init__(self, root, groups=None, *, split=None):
         from bsrdata.manifest import NAME, read_manifest, sha256_file
 
         self.root = os.fspath(root)
@@ -104,6 +134,18 @@ class BenchData:
         self.scale = int(attrs.get("scale", 4))
         self.sigma_max = float(attrs.get("sigma_max", (attrs.get("max_coc", 21) - 1) / 4))
         self.num_classes = (m.get("source") or {}).get("num_classes")
+        self.units: dict[str, Unit] = {}
+        self.groups: dict = {}
+        self._by_ref: dict[tuple, str] = {}
+        self._used: set[str] = set()
+        if split is not None:
+            if split not in m.get("splits", {}):
+                have = ", ".join(sorted(m.get("splits", {}))) or "none"
+                raise BsrError(f"{self.manifest_path}: no split '{split}' (has {have})")
+            self.group_ids = [split]
+            self.groups[split] = [self._unit(sh["path"], i, k, inv) for sh in m["splits"][split]["shards"]
+                                  for i, (k, inv) in enumerate(zip(sh["keys"], sh["invariant"]))]
+            return
         available = sorted(int(g) for g in m["groups"] if str(g).isdigit() and m["groups"][g])
         wanted = parse_groups(groups) if not isinstance(groups, list) else groups
         for g in wanted:
@@ -111,26 +153,28 @@ class BenchData:
                 have = ", ".join(map(str, available)) or "none"
                 raise BsrError(f"{self.manifest_path}: no test group {g} (groups present: {have})")
         self.group_ids = wanted
-        self.units: dict[str, Unit] = {}
-        self.groups: dict[int, list[str]] = {}
-        by_ref: dict[tuple, str] = {}
-        used: set[str] = set()
         for g in wanted:
-            uids = []
-            for e in m["groups"][str(g)]:
-                ref = (str(e["shard"]), int(e["index"]))
-                uid = by_ref.get(ref)
-                if uid is None:
-                    base = _safe(f"{e['key']}_{'iva' if e['invariant'] else 'va'}")
-                    uid, n = base, 1
-                    while uid in used:
-                        n += 1
-                        uid = f"{base}_{n}"
-                    used.add(uid)
-                    by_ref[ref] = uid
-                    self.units[uid] = Unit(uid, ref[0], ref[1], str(e["key"]), bool(e["invariant"]))
-                uids.append(uid)
-            self.groups[g] = uids
+            self.groups[g] = [self._unit(e["shard"], e["index"], e["key"], e["invariant"])
+                              for e in m["groups"][str(g)]]
+
+    def _unit(self, shard, index, key, invariant) -> str:
+        """The uid of stored sample (shard, index), made on first sight (one unit per stored image)."""
+        ref = (str(shard), int(index))
+        uid = self._by_ref.get(ref)
+        if uid is None:
+            base = _safe(f"{key}_{'iva' if invariant else 'va'}")
+            uid, n = base, 1
+            while uid in self._used:
+                n += 1
+                uid = f"{base}_{n}"
+            self._used.add(uid)
+            self._by_ref[ref] = uid
+            self.units[uid] = Unit(uid, ref[0], ref[1], str(key), bool(invariant))
+        return uid
+
+    def select(self, limit: int = 0) -> dict:
+        """``groups`` with each group cut to its first ``limit`` uids (0 = all)."""
+        return {g: (u[:limit] if limit else list(u)) for g, u in self.groups.items()}
 
     def load(self, uid: str) -> dict:
         from bsrdata.shards import read_sample
@@ -300,32 +344,48 @@ class CommandMethod(Method):
         return {"method": self.spec, "label": self.label, "shell": self.shell}
 
 
+class CallableMethod(Method):
+    """A method from a function ``fn(sample dict) -> uint8 RGB SR (s·h, s·w, 3)``, e.g. a network in memory
+    (the training engine's validation). Its results are not stored, so it has no identity of its own."""
+
+    chunk = 1
+
+    def __init__(self, fn, label="model"):
+        self.fn = fn
+        self.label = self.spec = label
+
+    def run(self, samples, workdir):
+        return [self.fn(s) for _, s in samples]
+
+
+@register_method("bicubic")
+def _bicubic(label, body, **_options):
+    return BicubicMethod(label or "bicubic")
+
+
 def split_label(spec: str):
-    """``"LABEL=SPEC"`` -> (label, spec); a bare spec -> (None, spec)."""
+    """``"LABEL=SPEC"`` -> (label, spec) when SPEC is a registered method name (or alias) or a
+    ``command:``; otherwise (None, spec)."""
     m = re.fullmatch(r"([A-Za-z0-9_.+-]+)=(.+)", spec.strip(), flags=re.S)
-    if m and (m.group(2).startswith("command:") or m.group(2) in ("bicubic",) + TORCH_METHODS):
+    if m and (m.group(2).startswith(COMMAND_PREFIX) or m.group(2) in METHODS):
         return m.group(1), m.group(2)
     return None, spec.strip()
 
 
-def get_method(spec: str, *, shell=False, chunk=32, timeout=None, **torch_options) -> Method:
-    """Build a method from its spec (see the module docstring). ``torch_options`` (``ckpt``,
-    ``cmos_ckpt``, ``device``, ...) go to :func:`models.sr_methods.make_method` for ``oracle``/``cmos``."""
+def get_method(spec: str, *, shell=False, chunk=32, timeout=None, **options) -> Method:
+    """Build a method from its spec (see the module docstring). ``shell``, ``chunk`` and ``timeout`` are
+    for ``command:`` methods; every option goes to the factory of a registered method (the torch methods
+    take ``ckpt``, ``cmos_ckpt``, ``device``)."""
     label, body = split_label(spec)
-    if body == "bicubic":
-        return BicubicMethod(label or "bicubic")
-    if body.startswith("command:"):
-        cmd = body[len("command:"):].strip()
+    if body.startswith(COMMAND_PREFIX):
+        cmd = body[len(COMMAND_PREFIX):].strip()
         if len(cmd) >= 2 and cmd[0] == cmd[-1] and cmd[0] in "\"'":
             cmd = cmd[1:-1]
         return CommandMethod(cmd, label=label, shell=shell, chunk=chunk, timeout=timeout)
-    if body in TORCH_METHODS:
-        mod = importlib.import_module("bsrdata.models.sr_methods")
-        m = mod.make_method(body, **torch_options)
-        if label:
-            m.label = label
-        return m
-    raise BsrError(f"--method: unknown method {body!r} (bicubic, oracle, cmos, or command:\"PROG {{in}} {{out}}\")")
+    if body not in METHODS:
+        raise BsrError(f"--method: {METHODS.unknown(body)}; or command:\"PROG {{in}} {{out}}\"")
+    return METHODS.get(body)(label, METHODS.resolve(body), shell=shell, chunk=chunk, timeout=timeout,
+                             **options)
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -369,6 +429,38 @@ def summarise(groups: dict, scores: dict) -> dict:
         gs.append(ms)
     out["avg"] = {"psnr": float(np.mean(gp)), "ssim": float(np.mean(gs)), "n": len(gp)}
     return out
+
+
+def score_units(data: BenchData, method: Method, uids, *, crop_border: int = 0, workdir=None,
+                on_chunk=None, bar=None) -> dict:
+    """The scoring loop: super-resolve ``uids`` of ``data`` with ``method`` (``method.chunk`` at a time, each
+    uid once) and score each SR against its HR -> ``{uid: {"uid", "psnr", "ssim"}}`` (PSNR in dB and SSIM on
+    Y, :mod:`bsrdata.metrics`, ``crop_border`` px cropped per side).
+
+    ``method.prepare`` is the caller's job. ``on_chunk(records, srs)`` is called after each chunk with its
+    score records and uint8 SR images (for result files); ``bar.update(n)`` after each chunk.
+    """
+    uids = list(uids)
+    scores = {}
+    for i in range(0, len(uids), method.chunk):
+        chunk = uids[i:i + method.chunk]
+        samples = [(u, data.load(u)) for u in chunk]
+        srs = [np.asarray(sr) for sr in method.run(samples, workdir)]
+        if len(srs) != len(samples):
+            raise BsrError(f"{method.label}: returned {len(srs)} SR images for {len(samples)} inputs")
+        records = []
+        for (u, s), sr in zip(samples, srs):
+            hr = np.asarray(s["hr"])
+            if sr.shape != hr.shape or sr.dtype != np.uint8:
+                raise BsrError(f"{method.label}: SR for {u} is {sr.shape} {sr.dtype}, expected uint8 {hr.shape}")
+            rec = {"uid": u, "psnr": psnr_y(sr, hr, crop_border), "ssim": ssim_y(sr, hr, crop_border)}
+            records.append(rec)
+            scores[u] = rec
+        if on_chunk is not None:
+            on_chunk(records, srs)
+        if bar:
+            bar.update(len(chunk))
+    return scores
 
 
 @dataclasses.dataclass
@@ -419,30 +511,20 @@ def run_bench(data: BenchData, methods: list, out_dir, *, crop_border: int = 0, 
                 bar.update(len(order) - len(todo))
             workdir = os.path.join(out_dir, "work", slug)
             img_dir = os.path.join(out_dir, "sr", _safe(method.label))
-            try:
-                for i in range(0, len(todo), method.chunk):
-                    chunk = todo[i:i + method.chunk]
-                    samples = [(u, data.load(u)) for u in chunk]
-                    srs = method.run(samples, workdir)
-                    lines = []
-                    for (u, s), sr in zip(samples, srs):
-                        sr = np.asarray(sr)
-                        hr = np.asarray(s["hr"])
-                        if sr.shape != hr.shape or sr.dtype != np.uint8:
-                            raise BsrError(f"{method.label}: SR for {u} is {sr.shape} {sr.dtype}, "
-                                           f"expected uint8 {hr.shape}")
-                        rec = {"uid": u, "psnr": psnr_y(sr, hr, crop_border), "ssim": ssim_y(sr, hr, crop_border)}
-                        lines.append(json.dumps(rec) + "\n")
-                        if save_images:
-                            from PIL import Image
 
-                            os.makedirs(img_dir, exist_ok=True)
-                            Image.fromarray(sr).save(os.path.join(img_dir, u + ".png"))
-                    with open(path, "a", encoding="utf-8") as f:
-                        f.writelines(lines)
-                        f.flush()
-                    if bar:
-                        bar.update(len(chunk))
+            def write(records, srs):
+                with open(path, "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(rec) + "\n" for rec in records)
+                    f.flush()
+                if save_images:
+                    from PIL import Image
+
+                    os.makedirs(img_dir, exist_ok=True)
+                    for rec, sr in zip(records, srs):
+                        Image.fromarray(sr).save(os.path.join(img_dir, rec["uid"] + ".png"))
+
+            try:
+                score_units(data, method, todo, crop_border=crop_border, workdir=workdir, on_chunk=write, bar=bar)
             finally:
                 if bar:
                     bar.close()
@@ -499,50 +581,6 @@ def _collect_rows(data, out_dir, crop_border, current):
     return rows
 
 
-def table_rows(rows, group_ids):
-    """Header and body cells of the paper's layout: Method | Group1..k | Avg, each cell 'PSNR/SSIM'."""
-    head = ["Method"] + [f"Group{g}" for g in group_ids] + ["Avg"]
-    body = []
-    for r in rows:
-        cells = [r["label"]]
-        for g in group_ids:
-            v = r["groups"][str(g)]
-            cells.append(f"{v['psnr']:.2f}/{v['ssim']:.4f}")
-        cells.append(f"{r['avg']['psnr']:.2f}/{r['avg']['ssim']:.4f}")
-        body.append(cells)
-    return head, body
-
-
-def format_markdown(rows, group_ids, crop_border=0) -> str:
-    head, body = table_rows(rows, group_ids)
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + [":---:"] * (len(head) - 1)) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
-    lines.append("")
-    lines.append(f"PSNR (dB) / SSIM on the Y channel, border crop {crop_border} px.")
-    return "\n".join(lines) + "\n"
-
-
-def format_csv(rows, group_ids) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    cols = [f"Group{g}" for g in group_ids] + ["Avg"]
-    w.writerow(["method"] + [f"{c}_{m}" for c in cols for m in ("psnr", "ssim")])
-    for r in rows:
-        vals = [r["groups"][str(g)] for g in group_ids] + [r["avg"]]
-        w.writerow([r["label"]] + [f"{v[m]:.6f}" for v in vals for m in ("psnr", "ssim")])
-    return buf.getvalue()
-
-
-def _atomic_write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _write_tables(data, out_dir, crop_border, current):
     rows = _collect_rows(data, out_dir, crop_border, current)
     gids = data.group_ids
@@ -558,7 +596,7 @@ def _write_tables(data, out_dir, crop_border, current):
     }
     files = {"md": os.path.join(out_dir, "bench.md"), "csv": os.path.join(out_dir, "bench.csv"),
              "json": os.path.join(out_dir, "bench.json")}
-    _atomic_write(files["md"], md)
-    _atomic_write(files["csv"], format_csv(rows, gids))
-    _atomic_write(files["json"], json.dumps(doc, indent=2) + "\n")
+    write_text_atomic(files["md"], md)
+    write_text_atomic(files["csv"], format_csv(rows, gids))
+    write_text_atomic(files["json"], json.dumps(doc, indent=2) + "\n")
     return files, md, rows

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from bsrdata.errors import BsrError
+from bsrdata.metrics import to_uint8  # noqa: F401  (the one float -> uint8 rule; used below, re-exported)
 
 RENDERERS = ("layered", "gather")
 DOWNSAMPLERS = ("direct", "bicubic")
@@ -177,11 +178,6 @@ def downsample(img, scale: int, method: str = "direct") -> np.ndarray:
     if method == "bicubic":
         return imresize_bicubic(img, 1.0 / scale, out_shape=(img.shape[0] // scale, img.shape[1] // scale))
     raise BsrError(f"downsample: {method!r} is not one of {', '.join(DOWNSAMPLERS)}")
-
-
-def to_uint8(img) -> np.ndarray:
-    """float image in [0, 1] -> uint8, rounding half away from zero (MATLAB im2uint8), clipped."""
-    return np.clip(np.floor(np.asarray(img, dtype=np.float64) * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------- synthesis

@@ -44,8 +44,10 @@ _WIN_SIGMA = 1.5
 
 
 def to_uint8(img) -> np.ndarray:
-    """Float image in [0, 1] (any shape) -> uint8: ``floor(x·255 + 0.5)`` clipped to [0, 255] (MATLAB im2uint8,
-    the same rule as ``bsrdata.degrade.to_uint8``)."""
+    """Float image in [0, 1] (any shape) -> uint8: ``floor(x·255 + 0.5)`` clipped to [0, 255] (MATLAB im2uint8).
+
+    The one rounding rule of the toolkit: the degradation's LR (``bsrdata.degrade`` re-exports it) and every
+    SR output scored by the benchmark."""
     x = np.asarray(img, dtype=np.float64)
     return np.clip(np.floor(x * 255.0 + 0.5), 0, 255).astype(np.uint8)
 

@@ -1,6 +1,6 @@
 """One PNG panel of a built dataset: a row per sample (HR, LR upscaled, blur map, segmentation, depth).
 
-Drawn with numpy + Pillow only. The blur map uses a viridis-like colour map over [0, σ_max] with a colour
+Drawn with numpy + Pillow only (:func:`blur_colour`, the σ map of ``bsr sr``, labels its bar with OpenCV). The blur map uses a viridis-like colour map over [0, σ_max] with a colour
 bar labelled in σ (HR pixels); segmentation uses a fixed palette (255 = ignore is black); depth uses a
 grey ramp (near = bright) over the frame's own range, and a grey tile saying "no depth" when the dataset
 was built without ``--with-depth``.
@@ -46,6 +46,48 @@ def palette() -> np.ndarray:
     p = voc_palette(257)[1:].copy()
     p[255] = 0
     return p
+
+
+def seg_image(seg: np.ndarray):
+    """Class indices (H, W) -> PIL 'P' image with a palette (class k -> VOC colour of k + 1; 255 black)."""
+    from PIL import Image
+
+    seg = np.asarray(seg)
+    idx = np.where(seg == 255, 0, seg.astype(np.int64) + 1)
+    idx = np.clip(idx, 0, 255).astype(np.uint8)
+    im = Image.fromarray(idx, mode="P")
+    im.putpalette(voc_palette(256).ravel().tolist())
+    return im
+
+
+def blur_colour(sigma: np.ndarray, sigma_max: float, bar_width: int = 60) -> np.ndarray:
+    """σ map (H, W) in HR px -> uint8 RGB (H, W + bar_width, 3): the preview's viridis-like colours over
+    [0, sigma_max] and a colour bar on the right with ticks labelled in σ pixels (text drawn with OpenCV)."""
+    import cv2
+
+    sigma = np.asarray(sigma, np.float64)
+    if sigma_max <= 0:
+        raise BsrError(f"--sigma-max: must be > 0, got {sigma_max}")
+    h, w = sigma.shape
+    img = colormap(sigma / sigma_max)  # the same colours as `bsr preview`
+    bar = np.full((h, bar_width, 3), 255, np.uint8)
+    top = max(26, h // 20) if h >= 60 else 4
+    bot = h - max(6, h // 20)
+    ramp = np.linspace(sigma_max, 0.0, max(bot - top, 2))
+    strip = colormap(ramp / sigma_max)[:, None].repeat(12, 1)
+    bar[top: top + len(ramp), 4:16] = strip
+    scale = max(0.3, min(0.5, h / 400))
+    n_ticks = 5 if h >= 120 else 2
+    for k in range(n_ticks + 1):
+        v = sigma_max * k / n_ticks
+        y = int(round(bot - 1 - (bot - 1 - top) * k / n_ticks))
+        bar[y, 16:20] = 0
+        txt = f"{v:g}"
+        cv2.putText(bar, txt, (21, min(h - 2, max(8, y + 4))), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    if h >= 60:
+        cv2.putText(bar, "sigma px", (2, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([img, bar], axis=1)
 
 
 def _font(size=14):

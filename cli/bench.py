@@ -1,4 +1,10 @@
-"""``bsr bench``: score SR methods on the test groups and print the paper's table."""
+"""``bsr bench``: score SR methods on the test groups and print the paper's table.
+
+This command composes the harness (:mod:`bsrdata.benchmark`, numpy only) with the torch methods: it imports
+:mod:`bsrdata.models.bench_methods`, which registers ``oracle`` and ``cmos+rrdb_sft``, and builds every
+``--method`` through the harness's method registry. The torch import happens only when a method other than
+``bicubic``/``command:`` is asked for; ``--help`` lists the names the models register.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,38 @@ import sys
 import click
 
 from bsrdata.errors import BsrError
+
+#: modules whose import registers bench methods (the torch side)
+METHOD_MODULES = ("bsrdata.models.bench_methods",)
+NUMPY_METHODS = ("bicubic",)
+
+
+def load_methods() -> None:
+    """Import the modules that register the torch bench methods."""
+    import importlib
+
+    for mod in METHOD_MODULES:
+        importlib.import_module(mod)
+
+
+def _method_help() -> str:
+    from bsrdata import benchmark as bm
+
+    try:
+        load_methods()
+    except ImportError:  # torch missing: only the numpy methods
+        pass
+    aliases = bm.METHODS.aliases()
+    names = [n + "".join(f" (alias {a})" for a, t in sorted(aliases.items()) if t == n) for n in bm.METHODS.names()]
+    return (" | ".join(names) + ' | command:"PROG {in} {out}"; repeatable; "LABEL=..." names the row.')
+
+
+class _MethodOption(click.Option):
+    """``--method`` whose help lists the registered method names (computed when help is shown)."""
+
+    def get_help_record(self, ctx):
+        self.help = _method_help()
+        return super().get_help_record(ctx)
 
 
 class _Bar:
@@ -24,17 +62,18 @@ class _Bar:
 
 @click.command("bench")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Built dataset folder.")
-@click.option("--method", "methods", multiple=True, required=True,
-              help='bicubic | oracle | cmos | command:"PROG {in} {out}"; repeatable; "LABEL=..." names the row.')
+@click.option("--method", "methods", multiple=True, required=True, cls=_MethodOption,
+              help='bicubic | oracle | cmos+rrdb_sft | command:"PROG {in} {out}"; repeatable.')
 @click.option("--groups", default="1-5", show_default=True, help="Test groups, e.g. 1-5 or 1,3.")
 @click.option("--crop-border", default=0, show_default=True, type=int,
               help="Pixels cropped per side before PSNR/SSIM (CMOS test code: 0; BasicSR/MANet: the scale).")
 @click.option("--out", "out_dir", default="bench-results", show_default=True, type=click.Path(file_okay=False),
               help="Results folder (resumable; tables bench.md/.csv/.json).")
 @click.option("--ckpt", default=None, type=click.Path(),
-              help="oracle: RRDB-SFT checkpoint; cmos: a blind-chain checkpoint, or RRDB-SFT with --cmos-ckpt.")
-@click.option("--cmos-ckpt", default=None, type=click.Path(), help="cmos: CMOS checkpoint (stage 1).")
-@click.option("--device", default="auto", show_default=True, help="Torch device for oracle/cmos (auto, cpu, cuda).")
+              help="oracle: RRDB-SFT checkpoint; cmos+rrdb_sft: a blind-chain checkpoint, or RRDB-SFT with "
+                   "--cmos-ckpt.")
+@click.option("--cmos-ckpt", default=None, type=click.Path(), help="cmos+rrdb_sft: CMOS checkpoint (stage 1).")
+@click.option("--device", default="auto", show_default=True, help="Torch device of the torch methods (auto, cpu, cuda).")
 @click.option("--shell", is_flag=True, help="Run command: methods through /bin/sh (default: no shell).")
 @click.option("--chunk", default=32, show_default=True, type=int, help="LR images per call of a command: method.")
 @click.option("--timeout", default=None, type=float, help="Seconds allowed per command: call.")
@@ -48,6 +87,12 @@ def bench(data_dir, methods, groups, crop_border, out_dir, ckpt, cmos_ckpt, devi
     data = bm.BenchData(data_dir, bm.parse_groups(groups))
     if crop_border < 0:
         raise BsrError(f"--crop-border: must be >= 0, got {crop_border}")
+    bodies = [bm.split_label(spec)[1] for spec in methods]
+    if any(b not in NUMPY_METHODS and not b.startswith(bm.COMMAND_PREFIX) for b in bodies):
+        try:
+            load_methods()  # registers the torch methods (imports torch)
+        except ImportError:
+            pass  # without torch only bicubic and command: exist; others are "unknown bench method"
     built, errors = [], []
     for spec in methods:
         try:

@@ -14,49 +14,7 @@ import click
 import numpy as np
 
 from bsrdata.errors import BsrError
-from bsrdata.preview import colormap, voc_palette
-
-
-def seg_image(seg: np.ndarray):
-    """Class indices (H, W) -> PIL 'P' image with a palette (class k -> VOC colour of k + 1; 255 black)."""
-    from PIL import Image
-
-    seg = np.asarray(seg)
-    idx = np.where(seg == 255, 0, seg.astype(np.int64) + 1)
-    idx = np.clip(idx, 0, 255).astype(np.uint8)
-    im = Image.fromarray(idx, mode="P")
-    im.putpalette(voc_palette(256).ravel().tolist())
-    return im
-
-
-def blur_colour(sigma: np.ndarray, sigma_max: float, bar_width: int = 60) -> np.ndarray:
-    """σ map (H, W) in HR px -> uint8 RGB (H, W + bar_width, 3): the preview's viridis-like colours over [0, sigma_max] and a
-    colour bar on the right with ticks labelled in σ pixels."""
-    import cv2
-
-    sigma = np.asarray(sigma, np.float64)
-    if sigma_max <= 0:
-        raise BsrError(f"--sigma-max: must be > 0, got {sigma_max}")
-    h, w = sigma.shape
-    img = colormap(sigma / sigma_max)  # the same colours as `bsr preview`
-    bar = np.full((h, bar_width, 3), 255, np.uint8)
-    top = max(26, h // 20) if h >= 60 else 4
-    bot = h - max(6, h // 20)
-    ramp = np.linspace(sigma_max, 0.0, max(bot - top, 2))
-    strip = colormap(ramp / sigma_max)[:, None].repeat(12, 1)
-    bar[top: top + len(ramp), 4:16] = strip
-    scale = max(0.3, min(0.5, h / 400))
-    n_ticks = 5 if h >= 120 else 2
-    for k in range(n_ticks + 1):
-        v = sigma_max * k / n_ticks
-        y = int(round(bot - 1 - (bot - 1 - top) * k / n_ticks))
-        bar[y, 16:20] = 0
-        txt = f"{v:g}"
-        cv2.putText(bar, txt, (21, min(h - 2, max(8, y + 4))), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    if h >= 60:
-        cv2.putText(bar, "sigma px", (2, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([img, bar], axis=1)
+from bsrdata.preview import blur_colour, seg_image
 
 
 def _read_rgb(path) -> np.ndarray:
@@ -74,9 +32,14 @@ def _read_rgb(path) -> np.ndarray:
 
 
 def _save(im, path):
-    tmp = path + ".tmp.png"
-    im.save(tmp)
-    os.replace(tmp, path)
+    """Write PIL image ``im`` as a PNG atomically (:mod:`bsrdata.fileio`)."""
+    import io
+
+    from bsrdata.fileio import write_bytes_atomic
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
 
 
 @click.command("sr")
@@ -93,8 +56,9 @@ def sr(images, ckpt, cmos_ckpt, out_dir, device, sigma_max):
     from PIL import Image
     from tqdm import tqdm
 
-    from bsrdata.models.sr_methods import load_chain, pick_device
-    from bsrdata.metrics import to_uint8
+    from bsrdata.models.bench_methods import load_chain
+    from bsrdata.models.convert import image_to_tensor, tensor_to_image
+    from bsrdata.models.device import pick_device
 
     if sigma_max <= 0:
         raise BsrError(f"--sigma-max: must be > 0, got {sigma_max}")
@@ -113,10 +77,9 @@ def sr(images, ckpt, cmos_ckpt, out_dir, device, sigma_max):
         stems[stem] = n + 1
         if n:
             stem = f"{stem}_{n + 1}"
-        lr = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(dev)
         with torch.no_grad():
-            out = chain(lr)
-        sr_img = to_uint8(out["sr"][0].permute(1, 2, 0).float().cpu().numpy())
+            out = chain(image_to_tensor(rgb, dev))
+        sr_img = tensor_to_image(out["sr"])
         sigma = out["blur"][0, 0].float().cpu().numpy()
         _save(Image.fromarray(sr_img), os.path.join(out_dir, f"{stem}_sr.png"))
         _save(Image.fromarray(blur_colour(sigma, sigma_max)), os.path.join(out_dir, f"{stem}_blur.png"))

@@ -110,3 +110,18 @@ def load(path_dir, map_location="cpu"):
         raise BsrError(f"{path_dir}: config.json model arguments do not fit {cfg['model']['name']}: {exc}") from None
     load_state(model, path_dir)
     return model.to(map_location).eval(), cfg
+
+
+def resolve_dir(path) -> str:
+    """The checkpoint folder meant by ``path``: a checkpoint folder, its ``model.safetensors``, or a run
+    folder (-> its ``last/``). BsrError naming ``path`` when there is none."""
+    path = os.fspath(path)
+    if os.path.isfile(path) and path.endswith(".safetensors"):
+        return os.path.dirname(path) or "."
+    if os.path.isfile(os.path.join(path, WEIGHTS)):
+        return path
+    if os.path.isfile(os.path.join(path, "last", WEIGHTS)):
+        return os.path.join(path, "last")
+    if not os.path.exists(path):
+        raise BsrError(f"{path}: no such checkpoint")
+    raise BsrError(f"{path}: no {WEIGHTS} (neither a checkpoint folder nor a run folder with last/)")

@@ -47,7 +47,7 @@ def main(argv=None):
     from bsrdata.cli.train import apply_overrides, read_yaml
     from bsrdata.models.engine.budget import train_within
     from bsrdata.models.engine.task import get_task
-    from bsrdata.models.sr_methods import make_method
+    import bsrdata.models.bench_methods  # noqa: F401  (registers oracle, cmos+rrdb_sft)
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -79,11 +79,9 @@ def main(argv=None):
 
     groups = sorted(int(g) for g in m["groups"])
     data = bm.BenchData(args.data, groups)
-    methods = [bm.get_method("bicubic"), make_method("oracle", ckpt=sr_ckpt, device="cpu")]
+    methods = [bm.get_method("bicubic"), bm.get_method("oracle", ckpt=sr_ckpt, device="cpu")]
     if cmos_ckpt:
-        chain = make_method("cmos", ckpt=sr_ckpt, cmos_ckpt=cmos_ckpt, device="cpu")
-        chain.label = "CMOS+RRDB-SFT"
-        methods.append(chain)
+        methods.append(bm.get_method("CMOS+RRDB-SFT=cmos+rrdb_sft", ckpt=sr_ckpt, cmos_ckpt=cmos_ckpt, device="cpu"))
     t2 = time.perf_counter()
     bench = bm.run_bench(data, methods, os.path.join(args.out, "bench"), fresh=True)
     t_bench = time.perf_counter() - t2

@@ -205,7 +205,7 @@ def test_command_failures_keep_other_results(dataset, tmp_path, script, mode, me
 def test_command_spec_errors():
     with pytest.raises(BsrError, match="must contain both"):
         bm.get_method("command:python x.py {in}")
-    with pytest.raises(BsrError, match="unknown method"):
+    with pytest.raises(BsrError, match="unknown bench method"):
         bm.get_method("kernelgan")
     m = bm.get_method('command:"prog {in} {out}"')
     assert m.argv == ["prog", "{in}", "{out}"]
@@ -267,3 +267,59 @@ def test_unexpected_method_exception_is_one_line(dataset, tmp_path):
     res = bm.run_bench(data, [Broken(label="broken"), bm.get_method("bicubic")], tmp_path)
     assert res.errors == ["broken: RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"]
     assert [r["label"] for r in res.rows] == ["bicubic"]
+
+
+# ------------------------------------------------------------------------- registry, scoring loop, tables
+@bm.register_method("test-nearest")
+def _nearest_factory(label, body, **options):
+    return Counting(label=label or "test-nearest")
+
+
+def test_method_registry_builds_registered_names_and_labels():
+    assert "bicubic" in bm.METHODS and "test-nearest" in bm.METHODS
+    m = bm.get_method("near=test-nearest", ckpt="ignored", device="cpu")
+    assert isinstance(m, Counting) and m.label == "near"
+    assert bm.split_label("near=test-nearest") == ("near", "test-nearest")
+    assert bm.split_label("x=bicubic") == ("x", "bicubic")
+    assert bm.split_label("x=nothing") == (None, "x=nothing")
+    assert "test-nearest" in bm.method_names() and bm.method_names()[-1] == "command:"
+    with pytest.raises(BsrError, match=r"unknown bench method 'kernelgan' \(known: .*bicubic.*test-nearest"):
+        bm.get_method("kernelgan")
+    with pytest.raises(BsrError, match="registered twice"):
+        bm.register_method("bicubic")(lambda label, body, **o: None)
+
+
+def test_score_units_is_the_loop_of_run_bench(dataset, tmp_path):
+    data = bm.BenchData(dataset, "1-2")
+    res = bm.run_bench(data, [Counting()], tmp_path)
+    direct = bm.score_units(data, bm.CallableMethod(lambda s: _nearest(s["lr"])), list(data.units))
+    assert set(direct) == set(data.units)
+    summ = bm.summarise(data.groups, direct)
+    assert res.rows[0]["avg"] == summ["avg"] and res.rows[0]["groups"] == summ["groups"]
+    # a wrong-size SR is one error naming the method
+    with pytest.raises(BsrError, match="bad: SR for"):
+        bm.score_units(data, bm.CallableMethod(lambda s: s["lr"], label="bad"), list(data.units)[:1])
+
+
+def test_benchdata_split_units(dataset):
+    data = bm.BenchData(dataset, split="test")
+    assert data.group_ids == ["test"]
+    uids = data.groups["test"]
+    assert len(uids) == len(set(uids)) == len(data.units)
+    assert data.select(3) == {"test": uids[:3]}
+    with pytest.raises(BsrError, match="no split 'nope'"):
+        bm.BenchData(dataset, split="nope")
+
+
+def test_parse_groups_names_its_option():
+    with pytest.raises(BsrError, match="^--group: cannot read"):
+        bm.parse_groups("x", option="--group")
+
+
+def test_eval_table_layout():
+    from bsrdata.tables import eval_csv, eval_markdown
+
+    rows = {"1": {"n": 2, "blur_psnr": 30.123, "miou": float("nan")}, "avg": {"n": 2, "blur_psnr": 30.123}}
+    assert eval_markdown(rows) == ("| | Blur PSNR | mIoU (%) | images |\n|---|---|---|---|\n"
+                                   "| Group1 | 30.12 | – | 2 |\n| Avg | 30.12 | – | 2 |")
+    assert eval_csv(rows).splitlines() == ["group,blur_psnr,miou,n", "Group1,30.123000,nan,2", "Avg,30.123000,,2"]

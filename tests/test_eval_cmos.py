@@ -124,3 +124,19 @@ def test_cli_eval_outputs_and_bad_checkpoints(tmp_path, data, capsys):
     code, out, err = _run(["eval", "cmos", "--data", data, "--ckpt", str(ck), "--group", "9"], capsys)
     assert code == 1 and "--group" in err
     assert not os.path.exists(tmp_path / "res2")
+
+
+def test_group_ranges_limit_and_split(tmp_path, data, capsys):
+    torch.manual_seed(0)
+    ck = tmp_path / "ck"
+    checkpoint.save(ck, create_model("cmos", num_classes=C), {"task": "cmos", "model": {"name": "cmos", "num_classes": C}})
+    code, out, err = _run(["eval", "cmos", "--data", data, "--ckpt", str(ck), "--groups", "1-2"], capsys)
+    assert code == 0, err
+    assert "| Group1 |" in out and "| Group2 |" in out and "Group3" not in out
+    code, out, err = _run(["eval", "cmos", "--data", data, "--ckpt", str(ck), "--group", "1,x"], capsys)
+    assert code == 1 and "--group: cannot read" in err
+    model = FakeCMOS()
+    rows = evaluate_cmos(model, data, [1, 2], limit=2)
+    assert rows["1"]["n"] == 2 and rows["avg"]["n"] == 4
+    whole = evaluate_cmos(FakeCMOS(), data, None, split="train")
+    assert set(whole) == {"train", "avg"} and whole["train"]["n"] == len(open_dataset(data, "train"))

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+import bsrdata.models.bench_methods  # noqa: F401  (registers oracle, cmos+rrdb_sft)
 from bsrdata import benchmark as bm
 from bsrdata.metrics import psnr_y, to_uint8
 from bsrdata.cli.main import main
@@ -130,7 +131,7 @@ def test_bsr_sr_bad_inputs(ckpts, tmp_path, capsys):
 
 
 def test_blur_colour_bar_and_palette():
-    from bsrdata.cli.sr import blur_colour, seg_image, voc_palette
+    from bsrdata.preview import blur_colour, seg_image, voc_palette
 
     sigma = np.zeros((100, 50))
     sigma[:, 25:] = 5.0
@@ -143,3 +144,63 @@ def test_blur_colour_bar_and_palette():
     assert pal.shape == (256, 3) and len({tuple(c) for c in pal[:21]}) == 21
     im = seg_image(np.array([[0, 1], [255, 2]], np.uint8))
     assert np.asarray(im).tolist() == [[1, 2], [0, 3]]
+
+
+def test_engine_validation_scores_like_the_bench_oracle(dataset, ckpts, tmp_path):
+    """The engine's SR validation and `bsr bench --method oracle` come from the same loop: equal numbers."""
+    from bsrdata.models.engine.task import get_task
+
+    d, sr, _ = ckpts
+    task = get_task("rrdb-sft")
+    cfg = {"eval": {"crop_border": 2}}
+    val = task.evaluate(sr, str(dataset), cfg, [1, 2])
+    data = bm.BenchData(dataset, [1, 2])
+    res = bm.run_bench(data, [bm.get_method("oracle", ckpt=str(d / "sr"), device="cpu")], tmp_path, crop_border=2)
+    row = res.rows[0]
+    for g in ("1", "2"):
+        assert val[g]["psnr"] == row["groups"][g]["psnr"] and val[g]["ssim"] == row["groups"][g]["ssim"]
+        assert val[g]["n"] == row["groups"][g]["n"]
+    assert val["avg"]["psnr"] == row["avg"]["psnr"] and val["avg"]["n"] == len(data.units)
+    # limit keeps the first images of each group; a whole split is scored under its name
+    lim = task.evaluate(sr, str(dataset), cfg, [1], limit=2)
+    assert lim["1"]["n"] == 2
+    whole = task.evaluate(sr, str(dataset), cfg, None, split="test", limit=3)
+    assert set(whole) == {"test", "avg"} and whole["test"]["n"] == 3 and whole["avg"] == whole["test"]
+    split = bm.BenchData(dataset, split="test")
+    first = split.groups["test"][:3]
+    ref = [psnr_y(task.super_resolve(sr, split.load(u), torch.device("cpu")), split.load(u)["hr"], 2) for u in first]
+    assert whole["test"]["psnr"] == pytest.approx(float(np.mean(ref)), abs=1e-12)
+
+
+def test_chain_name_alias_and_help(dataset, ckpts, tmp_path, capsys):
+    d, _, _ = ckpts
+    a = bm.get_method("cmos", ckpt=str(d / "blind"), device="cpu")
+    b = bm.get_method("cmos+rrdb_sft", ckpt=str(d / "blind"), device="cpu")
+    assert a.label == b.label == "cmos+rrdb_sft" and a.identity() == b.identity()
+    assert bm.split_label("chain=cmos") == ("chain", "cmos")
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert "oracle" in out and "cmos+rrdb_sft" in out and "alias cmos" in out
+
+
+def test_resolve_dir_and_conversions(ckpts, tmp_path):
+    from bsrdata.errors import BsrError
+    from bsrdata.models.checkpoint import resolve_dir
+    from bsrdata.models.convert import image_to_tensor, tensor_to_image
+
+    d, _, _ = ckpts
+    assert resolve_dir(d / "sr") == str(d / "sr")
+    assert resolve_dir(d / "sr" / "model.safetensors") == str(d / "sr")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last").symlink_to(d / "sr")
+    assert resolve_dir(run) == str(run / "last")
+    with pytest.raises(BsrError, match="no such checkpoint"):
+        resolve_dir(tmp_path / "missing")
+    with pytest.raises(BsrError, match="neither a checkpoint folder nor a run folder"):
+        resolve_dir(tmp_path)
+    img = (np.arange(2 * 3 * 3) * 14 % 256).astype(np.uint8).reshape(2, 3, 3)
+    t = image_to_tensor(img)
+    assert t.shape == (1, 3, 2, 3) and t.dtype == torch.float32 and float(t.max()) <= 1.0
+    np.testing.assert_array_equal(tensor_to_image(t), img)

@@ -109,9 +109,16 @@ def _num_classes(model):
 
 @torch.no_grad()
 def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None):
-    from bsrdata.dataset import BSRDataset
+    """Blur-map PSNR/SSIM and mIoU per group of ``root`` (see :meth:`CMOSTask.evaluate`) -> ``{g: {"n",
+    "blur_psnr", "blur_ssim", "miou"}, "avg": {...}}``. The samples are the benchmark's units
+    (:class:`bsrdata.benchmark.BenchData`): each stored rendering is predicted once however many groups
+    share it. ``progress(n)`` is called after each prediction."""
+    from bsrdata.benchmark import BenchData
     from bsrdata.metrics import ConfusionMatrix, blur_psnr, blur_ssim
+    from bsrdata.models.convert import image_to_tensor
 
+    data = BenchData(root, [int(g) for g in groups]) if groups is not None else BenchData(root, split=split)
+    sigma_max = data.sigma_max
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -119,37 +126,33 @@ def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None):
     rows = {}
     cache = {}
     try:
-        for g in (groups if groups is not None else [None]):
-            ds = BSRDataset(root, split, group=g)
-            sigma_max = ds.sigma_max
-            n = len(ds) if not limit else min(limit, len(ds))
+        for g, uids in data.select(limit).items():
             psnrs, ssims = [], []
             cm = None
-            for i in range(n):
-                it = ds[i]
-                ck = (it["key"], it["invariant"])
-                if ck not in cache:
-                    out = model(it["lr"][None].to(device))
+            for u in uids:
+                if u not in cache:
+                    s = data.load(u)
+                    out = model(image_to_tensor(s["lr"], device))
                     res = {}
                     if "blur" in out:
                         pred = out["blur"][0, 0].double().cpu().numpy()
-                        gt = it["blur"][0].double().numpy()
+                        gt = np.asarray(s["blur"], np.float32).astype(np.float64)
                         res["psnr"] = blur_psnr(pred, gt, sigma_max)
                         res["ssim"] = blur_ssim(pred, gt, sigma_max)
-                    seg = it["seg"].numpy()
-                    if "seg" in out and (seg != 255).any():
+                    seg = s.get("seg")
+                    if "seg" in out and seg is not None and (np.asarray(seg) != 255).any():
                         lab = out["seg"][0].argmax(0).cpu().numpy()
-                        res["cm"] = ConfusionMatrix(ncls).update(lab, seg).matrix
-                    cache[ck] = res
+                        res["cm"] = ConfusionMatrix(ncls).update(lab, np.asarray(seg).astype(np.int64)).matrix
+                    cache[u] = res
                     if progress is not None:
                         progress(1)
-                res = cache[ck]
+                res = cache[u]
                 if "psnr" in res:
                     psnrs.append(res["psnr"])
                     ssims.append(res["ssim"])
                 if "cm" in res:
                     cm = res["cm"].copy() if cm is None else cm + res["cm"]
-            row = {"n": n}
+            row = {"n": len(uids)}
             if psnrs:
                 row["blur_psnr"] = float(np.mean(psnrs))
                 row["blur_ssim"] = float(np.mean(ssims))
@@ -157,7 +160,7 @@ def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None):
                 c = ConfusionMatrix(ncls)
                 c.matrix = cm
                 row["miou"] = 100.0 * c.miou()
-            rows[str(g) if g is not None else split] = row
+            rows[str(g)] = row
     finally:
         model.train(was_training)
     metrics = sorted({k for r in rows.values() for k in r if k != "n"})

@@ -136,67 +136,41 @@ class _SRTaskBase(Task):
 
     def super_resolve(self, model, s, dev):
         """One sample dict -> uint8 SR image (H, W, 3)."""
-        from bsrdata.metrics import to_uint8
+        from bsrdata.models.convert import image_to_tensor, tensor_to_image
 
-        lr = torch.from_numpy(s["lr"].astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(dev)
-        y = self.sr_forward(model, lr, s)
-        return to_uint8(y[0].permute(1, 2, 0).float().cpu().numpy())
-
-    @torch.no_grad()
-    def _evaluate_split(self, model, root, split, crop, limit):
-        from bsrdata.metrics import psnr_y, ssim_y
-        from bsrdata.shards import open_dataset
-
-        view = open_dataset(root, split)
-        n = min(len(view), limit) if limit else len(view)
-        dev = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        ps, ss = [], []
-        try:
-            for i in range(n):
-                s = view[i]
-                sr = self.super_resolve(model, s, dev)
-                ps.append(psnr_y(sr, s["hr"], crop))
-                ss.append(ssim_y(sr, s["hr"], crop))
-        finally:
-            model.train(was_training)
-        r = {"psnr": float(np.mean(ps)) if ps else float("nan"), "ssim": float(np.mean(ss)) if ss else float("nan"),
-             "n": n}
-        return {split: r, "avg": dict(r)}
+        return tensor_to_image(self.sr_forward(model, image_to_tensor(s["lr"], dev), s))
 
     @torch.no_grad()
     def evaluate(self, model, root, cfg, groups, *, split=None, limit: int = 0, progress=None) -> dict:
         """PSNR/SSIM on Y per test group (each distinct LR image once) -> ``{g: {"psnr", "ssim", "n"},
-        "avg": {...}}`` (group keys are strings); with ``groups=None`` the whole ``split`` is scored under its name."""
-        from bsrdata.benchmark import BenchData, summarise
-        from bsrdata.metrics import psnr_y, ssim_y
+        "avg": {...}}`` (group keys are strings; the average's ``n`` counts distinct images); with
+        ``groups=None`` the whole ``split`` is scored under its name (``{split: r, "avg": r}``).
+        ``limit``: only the first N images of each group (or of the split). The scores come from the
+        benchmark's loop (:func:`bsrdata.benchmark.score_units`) with the network as a method."""
+        from bsrdata.benchmark import BenchData, CallableMethod, score_units, summarise
 
         crop = int(cfg.get("eval", {}).get("crop_border", 0))
         if groups is None:
-            return self._evaluate_split(model, root, split or "test", crop, limit)
-        groups = [int(g) for g in groups]
-        data = BenchData(root, groups)
-        sel = {g: (data.groups[g][:limit] if limit else data.groups[g]) for g in groups}
-        todo = list(dict.fromkeys(u for g in groups for u in sel[g]))
+            data = BenchData(root, split=split or "test")
+        else:
+            data = BenchData(root, [int(g) for g in groups])
+        sel = data.select(limit)
+        todo = list(dict.fromkeys(u for uids in sel.values() for u in uids))
         dev = next(model.parameters()).device
+        method = CallableMethod(lambda s: self.super_resolve(model, s, dev), label="eval")
         was_training = model.training
         model.eval()
         bar = progress(len(todo), "eval") if progress else None
-        scores = {}
         try:
-            for u in todo:
-                s = data.load(u)
-                sr = self.super_resolve(model, s, dev)
-                scores[u] = {"psnr": psnr_y(sr, s["hr"], crop), "ssim": ssim_y(sr, s["hr"], crop)}
-                if bar:
-                    bar.update(1)
+            scores = score_units(data, method, todo, crop_border=crop, bar=bar)
         finally:
             if bar:
                 bar.close()
             model.train(was_training)
         summ = summarise(sel, scores)
         out = {str(g): {"psnr": v["psnr"], "ssim": v["ssim"], "n": v["n"]} for g, v in summ["groups"].items()}
+        if groups is None:
+            return {**out, "avg": dict(out[str(data.group_ids[0])])}
         out["avg"] = {"psnr": summ["avg"]["psnr"], "ssim": summ["avg"]["ssim"], "n": len(todo)}
         return out
 

@@ -1,61 +1,47 @@
-"""Torch SR methods for the benchmark harness (:mod:`bsrdata.benchmark`): ``oracle`` and ``cmos``.
+"""Torch SR methods of the benchmark harness (:mod:`bsrdata.benchmark`); importing this module registers them.
 
 - ``oracle``: RRDB-SFT fed the ground-truth blur map and segmentation of each test image (the paper's
   upper bound). ``ckpt`` = an RRDB-SFT checkpoint (``rrdb_sft`` or ``rrdb_sft_noseg``).
-- ``cmos``: the blind chain. ``ckpt`` = a ``blind_sr`` checkpoint (stage 3), or an RRDB-SFT checkpoint
-  together with ``cmos_ckpt`` (stage 1 CMOS + stage 2 RRDB-SFT, untuned chain).
+- ``cmos+rrdb_sft`` (alias ``cmos``): the blind chain, CMOS estimating σ and the segmentation for
+  RRDB-SFT. ``ckpt`` = a ``blind_sr`` checkpoint (stage 3), or an RRDB-SFT checkpoint together with
+  ``cmos_ckpt`` (stage 1 CMOS + stage 2 RRDB-SFT, untuned chain).
 
-Checkpoints are folders (or their ``model.safetensors``) written by :mod:`models.checkpoint`. A checkpoint
-of the wrong architecture, class count or scale is a one-line BsrError naming the file.
+Later baselines are added the same way: a factory ``f(label, body, **options) -> Method`` decorated with
+:func:`bsrdata.benchmark.register_method`.
+
+Checkpoints are folders (or their ``model.safetensors``, or a run folder with ``last/``) written by
+:mod:`bsrdata.models.checkpoint`. A checkpoint of the wrong architecture, class count or scale is a
+one-line BsrError naming the file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 import torch
 
-from bsrdata.benchmark import Method
+from bsrdata.benchmark import METHODS, Method, register_method
 from bsrdata.errors import BsrError
-from bsrdata.metrics import to_uint8
-from bsrdata.models.device import pick_device  # noqa: F401  (re-exported for cli.sr)
+from bsrdata.fileio import sha256_file
+from bsrdata.models.checkpoint import WEIGHTS, resolve_dir
+from bsrdata.models.convert import image_to_tensor, tensor_to_image
+from bsrdata.models.device import pick_device
 
-
-def ckpt_dir(path) -> str:
-    """A checkpoint folder, its ``model.safetensors``, or a run folder (-> its ``last/``) -> the folder."""
-    path = os.fspath(path)
-    if os.path.isfile(path) and os.path.basename(path).endswith(".safetensors"):
-        return os.path.dirname(path) or "."
-    if not os.path.isfile(os.path.join(path, "model.safetensors")) and \
-            os.path.isfile(os.path.join(path, "last", "model.safetensors")):
-        return os.path.join(path, "last")
-    return path
+ORACLE = "oracle"
+CHAIN = "cmos+rrdb_sft"
 
 
 def ckpt_sha256(path) -> str:
     """SHA-256 of a checkpoint's weights file (``model.safetensors``)."""
-    d = ckpt_dir(path)
-    f = os.path.join(d, "model.safetensors")
-    if not os.path.isfile(f):
-        raise BsrError(f"{path}: no model.safetensors (not a checkpoint folder)")
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(os.path.join(resolve_dir(path), WEIGHTS))
 
 
 def load_checkpoint(path, *, expect: tuple, what: str):
     """Load ``path`` with models.checkpoint and check the network class is one of ``expect``."""
     if path is None:
         raise BsrError(f"--ckpt: {what} needs a checkpoint")
-    d = ckpt_dir(path)
-    if not os.path.exists(d):
-        raise BsrError(f"{path}: no such checkpoint")
-    if not os.path.isfile(os.path.join(d, "model.safetensors")):
-        raise BsrError(f"{path}: no model.safetensors (not a checkpoint folder)")
+    d = resolve_dir(path)
     from bsrdata.models import checkpoint
 
     model, config = checkpoint.load(d)
@@ -65,20 +51,15 @@ def load_checkpoint(path, *, expect: tuple, what: str):
     return model.eval(), config
 
 
-def _lr_tensor(lr: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
-
-
-def _sr_image(t: torch.Tensor) -> np.ndarray:
-    return to_uint8(t[0].permute(1, 2, 0).float().cpu().numpy())
-
-
 class TorchSRMethod(Method):
+    """``oracle`` or ``cmos+rrdb_sft`` (``kind``); the checkpoints are loaded in :meth:`prepare`."""
+
     chunk = 4
 
-    def __init__(self, kind: str, ckpt=None, cmos_ckpt=None, device="auto"):
+    def __init__(self, kind: str, ckpt=None, cmos_ckpt=None, device="auto", label=None):
         self.kind = kind
-        self.label = self.spec = kind
+        self.spec = kind
+        self.label = label or kind
         self.ckpt, self.cmos_ckpt = ckpt, cmos_ckpt
         self.device_name = device
         self.model = None
@@ -89,7 +70,7 @@ class TorchSRMethod(Method):
         from bsrdata.models.rrdb_sft import RRDBSFT
 
         self.device = pick_device(self.device_name)
-        if self.kind == "oracle":
+        if self.kind == ORACLE:
             self.cmos_ckpt = None  # the oracle uses the true maps; a --cmos-ckpt is for the cmos method
             sr, _ = load_checkpoint(self.ckpt, expect=(RRDBSFT,), what="oracle")
             self.sr, self.chain = sr, None
@@ -115,7 +96,7 @@ class TorchSRMethod(Method):
         return {"method": self.kind, "checkpoints": self.hashes}
 
     def provenance(self):
-        ck = {"sr": self.ckpt} if self.kind == "oracle" else {"ckpt": self.ckpt, "cmos_ckpt": self.cmos_ckpt}
+        ck = {"sr": self.ckpt} if self.kind == ORACLE else {"ckpt": self.ckpt, "cmos_ckpt": self.cmos_ckpt}
         return {"method": self.kind, "label": self.label, "checkpoints": {k: v for k, v in ck.items() if v},
                 "checkpoint_sha256": self.hashes}
 
@@ -123,8 +104,8 @@ class TorchSRMethod(Method):
     def run(self, samples, workdir):
         out = []
         for uid, s in samples:
-            lr = _lr_tensor(s["lr"], self.device)
-            if self.kind == "oracle":
+            lr = image_to_tensor(s["lr"], self.device)
+            if self.kind == ORACLE:
                 blur = torch.from_numpy(np.asarray(s["blur"], np.float32))[None, None].to(self.device)
                 seg = None
                 if self.sr.use_seg:
@@ -134,7 +115,7 @@ class TorchSRMethod(Method):
                 y = self.sr(lr, blur, seg)
             else:
                 y = self.chain(lr)["sr"]
-            out.append(_sr_image(y))
+            out.append(tensor_to_image(y))
         return out
 
     def close(self):
@@ -170,7 +151,15 @@ def _assemble(cmos_model, sr_model):
     return BlindSR(num_classes=sr_model.num_classes, cmos=cmos_model, sr=sr_model, freeze_cmos=True).eval()
 
 
-def make_method(name: str, ckpt=None, cmos_ckpt=None, device="auto", **_ignored) -> TorchSRMethod:
-    if name not in ("oracle", "cmos"):
-        raise BsrError(f"--method: unknown torch method {name!r}")
-    return TorchSRMethod(name, ckpt=ckpt, cmos_ckpt=cmos_ckpt, device=device)
+@register_method(ORACLE)
+def _oracle(label, body, *, ckpt=None, device="auto", **_options) -> TorchSRMethod:
+    return TorchSRMethod(ORACLE, ckpt=ckpt, device=device, label=label)
+
+
+@register_method(CHAIN)
+def _chain(label, body, *, ckpt=None, cmos_ckpt=None, device="auto", **_options) -> TorchSRMethod:
+    return TorchSRMethod(CHAIN, ckpt=ckpt, cmos_ckpt=cmos_ckpt, device=device, label=label)
+
+
+if "cmos" not in METHODS:  # a re-import (importlib.reload) keeps the alias
+    METHODS.alias("cmos", CHAIN)
