@@ -1,50 +1,52 @@
 """``bsr``: one click group whose subcommands live in their own modules and load lazily.
 
-Each subcommand module defines a click command (or group) named in ``_COMMANDS``. Importing a
+Each subcommand module defines a click command (or group), pre-declared in :data:`COMMANDS` (a
+:class:`bsrdata.registry.Registry` of ``"module:attr"`` targets). Importing a
 subcommand never happens unless it is invoked (or ``--help`` lists it), so ``bsr build`` does not pay
 for importing torch.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import sys
 
 import click
 
 from bsrdata.errors import BsrError
+from bsrdata.registry import Registry
 
-# command name -> "module:attribute"
-_COMMANDS = {
-    "build": "bsrdata.cli.build:build",
-    "verify": "bsrdata.cli.verify:verify",
-    "preview": "bsrdata.cli.preview:preview",
-    "export": "bsrdata.cli.export:export",
-    "merge": "bsrdata.cli.merge:merge",
-    "depth": "bsrdata.cli.depth:depth",
-    "train": "bsrdata.cli.train:train",
-    "eval": "bsrdata.cli.evaluate:evaluate",
-    "bench": "bsrdata.cli.bench:bench",
-    "sr": "bsrdata.cli.sr:sr",
-}
+# command name -> "module:attribute", imported only when the command runs (or --help lists it)
+COMMANDS = Registry("command")
+for _name, _target in (
+    ("build", "bsrdata.cli.build:build"),
+    ("verify", "bsrdata.cli.verify:verify"),
+    ("preview", "bsrdata.cli.preview:preview"),
+    ("export", "bsrdata.cli.export:export"),
+    ("merge", "bsrdata.cli.merge:merge"),
+    ("depth", "bsrdata.cli.depth:depth"),
+    ("train", "bsrdata.cli.train:train"),
+    ("eval", "bsrdata.cli.evaluate:evaluate"),
+    ("bench", "bsrdata.cli.bench:bench"),
+    ("sr", "bsrdata.cli.sr:sr"),
+):
+    COMMANDS.declare(_name, _target)
+del _name, _target
 
 
 class LazyGroup(click.Group):
+    """A click group whose subcommands come from :data:`COMMANDS`, each imported on first use."""
+
     def list_commands(self, ctx):
-        return sorted(_COMMANDS)
+        return COMMANDS.names()
 
     def get_command(self, ctx, name):
-        target = _COMMANDS.get(name)
-        if target is None:
-            return None
-        mod_name, attr = target.split(":")
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod_name:
-                return None  # not implemented yet in this checkout
-            raise
-        return getattr(mod, attr)
+        if name not in COMMANDS:
+            return None  # click reports "No such command"
+        module = COMMANDS.target(name).partition(":")[0]
+        if importlib.util.find_spec(module) is None:
+            return None  # not implemented in this checkout
+        return COMMANDS.get(name)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

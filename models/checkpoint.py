@@ -78,25 +78,13 @@ def model_kwargs(model_cfg: dict, *, build: bool = False) -> dict:
 
 def load_state(model: torch.nn.Module, path_dir) -> None:
     """Copy the checkpoint's tensors into ``model`` strictly (BsrError on any name or shape mismatch)."""
-    from safetensors.torch import load_file
+    from bsrdata.models.weights import load_state as copy_state, read_weights
 
     w = os.path.join(os.fspath(path_dir), WEIGHTS)
     if not os.path.isfile(w):
         raise BsrError(f"{path_dir}: {WEIGHTS} missing")
-    try:
-        state = load_file(w)
-    except Exception as exc:  # noqa: BLE001 - corrupt file
-        raise BsrError(f"{w}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    m = getattr(model, "module", model)
-    own = m.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    bad = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or extra or bad:
-        what = (f"{len(missing)} missing (e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]}), "
-                f"{len(bad)} of another shape (e.g. {bad[:1]})")
-        raise BsrError(f"{w}: weights do not fit the model in config.json: {what}")
-    m.load_state_dict(state, strict=True)
+    state = read_weights(w, what="bsrdata checkpoint")
+    copy_state(getattr(model, "module", model), state, source=w, target="the model in config.json")
 
 
 def load(path_dir, map_location="cpu"):

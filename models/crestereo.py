@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bsrdata.errors import BsrError
+from bsrdata.models import weights as _weights
 from bsrdata.models.registry import register_model
 
 __all__ = [
@@ -519,76 +518,27 @@ def crestereo_disparity(model: CREStereo, left_bgr, right_bgr, iters: int = 20, 
 # Weights
 
 
-def _list(keys, limit=6):
-    keys = sorted(keys)
-    head = ", ".join(keys[:limit])
-    return f"{head}, ... (+{len(keys) - limit} more)" if len(keys) > limit else head
-
-
 def extract_state_dict(obj, path: str = "weights") -> dict:
     """A flat name -> tensor dict from a loaded checkpoint object.
 
     Accepts a bare state dict or one nested under ``state_dict``, ``model``, ``model_state_dict``,
     ``net`` or ``params``; strips a leading ``module.`` (DataParallel) from every key.
+    (:func:`bsrdata.models.weights.extract_state_dict` with "CREStereo" in its messages.)
     """
-    for _ in range(3):
-        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            break
-        if isinstance(obj, Mapping):
-            inner = next((obj[k] for k in ("state_dict", "model", "model_state_dict", "net", "params")
-                          if k in obj and isinstance(obj[k], Mapping)), None)
-            if inner is not None:
-                obj = inner
-                continue
-        raise BsrError(f"{path}: not a CREStereo state dict (found {type(obj).__name__} without tensors)")
-    else:
-        raise BsrError(f"{path}: not a CREStereo state dict (nesting too deep)")
-    sd = {}
-    for k, v in obj.items():
-        if not isinstance(k, str):
-            raise BsrError(f"{path}: not a state dict (key {k!r} is not a string)")
-        sd[k[len("module."):] if k.startswith("module.") else k] = v
-    return sd
+    return _weights.extract_state_dict(obj, path, what="CREStereo")
 
 
 def load_crestereo(path, device="cpu", **kw) -> CREStereo:
     """Build CREStereo and load ``crestereo_eth3d.pth`` (or any file with the same tensors) strictly.
 
-    Reads with ``torch.load(weights_only=True)`` (no arbitrary unpickling). Returns the model in
-    eval mode on ``device``. Raises BsrError (one line) for a missing, unreadable or mismatched file,
-    listing missing and unexpected keys and shape mismatches (truncated, with counts).
+    Reads with ``torch.load(weights_only=True)`` (no arbitrary unpickling; ``.safetensors`` also works).
+    Returns the model in eval mode on ``device``. Raises BsrError (one line) for a missing, unreadable or
+    mismatched file, listing missing and unexpected keys and shape mismatches (truncated, with counts).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise BsrError(f"{path}: weights file not found")
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for bad files (KeyError, RuntimeError, ...)
-        lines = str(exc).strip().splitlines()
-        detail = f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
-        raise BsrError(f"{path}: not a readable PyTorch weights file ({detail}); expected "
-                       "crestereo_eth3d.pth, loaded without unpickling arbitrary objects") from None
-    sd = extract_state_dict(obj, path)
+    sd = _weights.read_weights(path, what="CREStereo", expected="crestereo_eth3d.pth")
     model = CREStereo(**kw)
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [f"{k} {tuple(sd[k].shape)}!={tuple(own[k].shape)}" for k in own
-             if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {_list(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_list(unexpected)}")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatches: {_list(wrong, 3)}")
-        raise BsrError(f"{path}: not a CREStereo checkpoint; " + "; ".join(parts))
-    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    _weights.load_state(model, sd, source=path, strict=True, target="CREStereo")
     return model.to(device).eval()
 
 

@@ -10,11 +10,9 @@ layer1, transition1, stage2, ...), so ``load_pretrained`` can take such a file (
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bsrdata.errors import BsrError
 from bsrdata.models.blocks import BN_MOMENTUM, BasicBlock, Bottleneck, make_layer
 from bsrdata.models.registry import register_model
 
@@ -142,35 +140,16 @@ def load_pretrained(model: nn.Module, path: str) -> dict:
     """Load ImageNet weights from a user file (``.safetensors`` or a torch file read with weights_only).
 
     Tensors whose name and shape match are copied (``strict=False``); the classification head and anything
-    else is skipped. Returns ``{"loaded": [...], "skipped": [...], "missing": [...]}``. Never unpickles.
+    else is skipped. Returns ``{"loaded": [...], "skipped": [...], "missing": [...]}`` (sorted names;
+    "skipped" = the file's names that are unknown or of another shape). Never unpickles.
     """
-    try:
-        if str(path).endswith(".safetensors"):
-            from safetensors.torch import load_file
+    from bsrdata.models.weights import load_state, read_weights
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                state = state["state_dict"]
-    except FileNotFoundError:
-        raise BsrError(f"{path}: file not found") from None
-    except Exception as exc:  # corrupt or pickled-object files
-        raise BsrError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    if not isinstance(state, dict):
-        raise BsrError(f"{path}: not a state dict")
-    own = model.state_dict()
-    take = {}
-    skipped = []
-    for k, v in state.items():
-        k2 = k[len("module."):] if k.startswith("module.") else k
-        if k2 in own and torch.is_tensor(v) and own[k2].shape == v.shape:
-            take[k2] = v
-        else:
-            skipped.append(k)
-    model.load_state_dict(take, strict=False)
-    missing = [k for k in own if k not in take]
-    return {"loaded": sorted(take), "skipped": sorted(skipped), "missing": sorted(missing)}
+    state = read_weights(path, what="HRNet")
+    rep = load_state(model, state, source=str(path), strict=False, target="HRNet")
+    skipped = rep.unexpected + [k for k, _, _ in rep.mismatched]
+    return {"loaded": sorted(rep.loaded), "skipped": sorted(skipped), "missing": sorted(rep.missing + [
+        k for k, _, _ in rep.mismatched])}
 
 
 @register_model("hrnet_w18_small_v2")

@@ -1,51 +1,56 @@
 """Explicit model registry, timm style: ``create_model(name, **kw)``.
 
-Each network file registers its constructors with ``@register_model("name")``. The table below lists
-the module that defines each name so that ``create_model`` imports only what it needs; there is no file
-scanning.
+One :class:`bsrdata.registry.Registry` ("model"). The shipped names are pre-declared with the module that
+defines them, so ``create_model`` imports only what it needs (no file scanning); that module registers the
+name itself with ``@register_model("name")`` when it is imported. A bare ``@register_model("x")`` in any
+other imported module adds ``x`` as well: ``create_model("x")`` builds it and ``list_models()`` lists it.
+A name registered twice (by two different functions) is refused; an unknown name is one
+:class:`~bsrdata.errors.BsrError` line ``unknown model 'y' (known: ...)``.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 from bsrdata.errors import BsrError
+from bsrdata.registry import Registry
 
-# name -> module that registers it
-_MODULES = {
-    "hrnet_w18_small_v2": "bsrdata.models.hrnet",
-    "cmos": "bsrdata.models.cmos",
-    "cmos_blur": "bsrdata.models.cmos",
-    "cmos_seg": "bsrdata.models.cmos",
-    "rrdb_sft": "bsrdata.models.rrdb_sft",
-    "rrdb_sft_noseg": "bsrdata.models.rrdb_sft",
-    "blind_sr": "bsrdata.models.blind",
-    "crestereo": "bsrdata.models.crestereo",
-}
-_REGISTRY: dict[str, Callable] = {}
+MODELS = Registry("model")
+
+# shipped names -> the module that registers them on import
+for _name, _module in (
+    ("hrnet_w18_small_v2", "bsrdata.models.hrnet"),
+    ("cmos", "bsrdata.models.cmos"),
+    ("cmos_blur", "bsrdata.models.cmos"),
+    ("cmos_seg", "bsrdata.models.cmos"),
+    ("rrdb_sft", "bsrdata.models.rrdb_sft"),
+    ("rrdb_sft_noseg", "bsrdata.models.rrdb_sft"),
+    ("blind_sr", "bsrdata.models.blind"),
+    ("crestereo", "bsrdata.models.crestereo"),
+):
+    MODELS.declare(_name, _module)
+del _name, _module
 
 
-def register_model(name: str):
-    """Decorator: register ``fn(**kw) -> nn.Module`` under ``name``."""
+def register_model(name: str) -> Callable:
+    """Decorator: register ``fn(**kw) -> nn.Module`` under ``name`` (BsrError if the name is taken,
+    also when it is pre-declared for another module)."""
 
     def deco(fn):
-        _REGISTRY[name] = fn
-        return fn
+        target = MODELS.target(name) if name in MODELS else None
+        module = (target or "").partition(":")[0]
+        if module and getattr(fn, "__module__", module) != module:
+            raise BsrError(f"model {name!r} is declared in {module}; {fn.__module__} cannot register it too")
+        return MODELS.register(name)(fn)
 
     return deco
 
 
 def list_models() -> list[str]:
-    return sorted(_MODULES)
+    """Every model name, declared or registered, sorted."""
+    return MODELS.names()
 
 
 def create_model(name: str, **kwargs):
     """Build the network registered as ``name`` with keyword arguments ``kwargs``."""
-    if name not in _MODULES:
-        raise BsrError(f"unknown model {name!r}; known: {', '.join(list_models())}")
-    if name not in _REGISTRY:
-        importlib.import_module(_MODULES[name])
-    if name not in _REGISTRY:
-        raise BsrError(f"model {name!r} is listed but {_MODULES[name]} did not register it")
-    return _REGISTRY[name](**kwargs)
+    return MODELS.build(name, **kwargs)

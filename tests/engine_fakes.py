@@ -30,8 +30,7 @@ class TinyCMOS(nn.Module):
 
 
 def register():
-    registry._MODULES.setdefault(NAME, __name__)
-    registry._REGISTRY[NAME] = lambda num_classes=4, bn=False, window=None, gia=None: TinyCMOS(num_classes, bn)
+    registry.register_model(NAME)(lambda num_classes=4, bn=False, window=None, gia=None: TinyCMOS(num_classes, bn))
 
 
 register()

@@ -115,3 +115,33 @@ def test_registry_is_lazy():
             "'bsrdata.sources.folder', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_register_source_and_unknown_message():
+    from bsrdata.sources import SOURCES, register_source
+
+    @register_source("tiny_test_source")
+    def tiny(**options):
+        return SyntheticSource(n_train=1, **options)
+
+    try:
+        assert "tiny_test_source" in SOURCES.names()
+        assert isinstance(get_source("tiny_test_source", n_test=1), SyntheticSource)
+        with pytest.raises(BsrError, match="registered twice"):
+            register_source("tiny_test_source")(lambda: None)
+    finally:
+        SOURCES._objects.pop("tiny_test_source", None)
+    with pytest.raises(BsrError) as err:
+        get_source("nope")
+    assert str(err.value).startswith("unknown source 'nope' (known: cityscapes, demo, folder, ")
+
+
+def test_cli_commands_are_lazy():
+    """``bsr build`` (and the command list in --help) import neither torch nor the other commands' modules."""
+    code = ("import sys\nfrom bsrdata.cli.main import COMMANDS, cli\n"
+            "assert sorted(COMMANDS) == ['bench', 'build', 'depth', 'eval', 'export', 'merge', 'preview', 'sr', "
+            "'train', 'verify'], sorted(COMMANDS)\n"
+            "cli.main(['build', '--help'], standalone_mode=False)\n"
+            "print(any(m in sys.modules for m in ('torch', 'bsrdata.cli.train', 'bsrdata.cli.bench')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
