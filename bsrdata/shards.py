@@ -12,7 +12,8 @@ One file per shard, N samples of one split, all of one size (H, W). Datasets, N 
 - file attributes ``scale, max_coc, sigma_max, renderer, downsample, noise, generator_version`` (+ others).
 
 Chunked one sample per chunk, gzip level 1, no timestamps (so equal content gives equal bytes).
-Written to ``path + ".tmp"``, fsynced, renamed: a file under its final name is always complete.
+Written to ``<path>.tmp<pid>`` (:func:`bsrdata.fileio.tmp_name`), fsynced, renamed: a file under its final
+name is always complete; :func:`remove_temps` deletes the leftovers of killed writers.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bsrdata.errors import BsrError
+from bsrdata.fileio import tmp_name
 
 REQUIRED_ATTRS = ("scale", "max_coc", "sigma_max", "renderer", "downsample", "noise", "generator_version")
 # gzip level 1 everywhere: deterministic bytes (h5py's LZF filter is not: liblzf leaves its hash table
@@ -66,7 +68,7 @@ def _read_attrs(f) -> dict:
 
 
 class ShardWriter:
-    """Writes one shard sample by sample into ``path + '.tmp'``; :meth:`close` renames it into place.
+    """Writes one shard sample by sample into ``<path>.tmp<pid>``; :meth:`close` renames it into place.
 
     Use as a context manager; on an exception the temporary file is removed and nothing is renamed.
     ``n`` is the number of samples the shard will hold; the first sample fixes (H, W) and which
@@ -75,7 +77,7 @@ class ShardWriter:
 
     def __init__(self, path, n: int, attrs: dict, *, with_seg: bool, with_depth: bool = False):
         self.path = os.fspath(path)
-        self.tmp = self.path + ".tmp"
+        self.tmp = tmp_name(self.path)
         self.n = int(n)
         self.attrs = dict(attrs)
         self.with_seg = bool(with_seg)
@@ -100,8 +102,7 @@ class ShardWriter:
         try:
             if d:
                 os.makedirs(d, exist_ok=True)
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+            remove_temps(self.path)  # leftovers of killed writers of this shard (any pid)
             self.f = h5py.File(self.tmp, "w", track_order=False)
         except OSError as exc:
             raise BsrError(f"{self.path}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
@@ -199,7 +200,7 @@ class ShardWriter:
 
 
 def write_shard(path, samples: list, attrs: dict, *, with_depth: bool = False) -> str:
-    """Write ``samples`` (Sample dicts) as one shard at ``path`` (via ``path + '.tmp'`` and a rename)."""
+    """Write ``samples`` (Sample dicts) as one shard at ``path`` (via a temporary name and a rename)."""
     samples = list(samples)
     if not samples:
         raise BsrError(f"{path}: a shard needs at least one sample")
@@ -208,6 +209,25 @@ def write_shard(path, samples: list, attrs: dict, *, with_depth: bool = False) -
         for s in samples:
             w.add(s)
     return os.fspath(path)
+
+
+def remove_temps(path) -> int:
+    """Delete every leftover temporary file of ``path`` (``<path>.tmp<pid>`` of any process); count."""
+    path = os.fspath(path)
+    d, name = os.path.split(path)
+    n = 0
+    try:
+        names = os.listdir(d or ".")
+    except OSError:
+        return 0
+    for f in names:
+        if f.startswith(name + ".tmp"):
+            try:
+                os.remove(os.path.join(d, f))
+                n += 1
+            except OSError:
+                pass
+    return n
 
 
 # ------------------------------------------------------------------------------------------ read side
@@ -307,7 +327,7 @@ class DatasetView(Sequence):
     """A read-only sequence of Sample dicts over a built dataset's shards.
 
     ``len(view)``, ``view[i]`` (a dict: key, hr, lr, blur, seg or None, depth or None, invariant, params),
-    ``view.keys`` (list of str), ``view.invariant`` (list of bool), ``view.attrs`` (dict), ``view.manifest``.
+    ``view.keys`` (list of str), ``view.invariant`` (list of bool), ``view.attrs`` (dict), ``view.manifest`` (a :class:`bsrdata.manifest.Manifest`).
     HDF5 files are opened lazily and re-opened in a forked process (safe for DataLoader workers).
     """
 
@@ -396,20 +416,20 @@ def open_dataset(root, split, group=None) -> DatasetView:
     ``group`` (1..5, int or str) selects a test group: its members in key order (the split's order),
     fold g's images invariant, the others their shared variant rendering.
     """
-    from bsrdata.manifest import read_manifest
+    from bsrdata.manifest import load_manifest
 
     root = os.fspath(root)
-    m = read_manifest(root)
-    if split not in m["splits"]:
-        raise BsrError(f"{root}: no split '{split}' (has {', '.join(sorted(m['splits'])) or 'none'})")
+    m = load_manifest(root)
+    if split not in m.splits:
+        raise BsrError(f"{root}: no split '{split}' (has {', '.join(sorted(m.splits)) or 'none'})")
     if group is None:
         entries = []
-        for sh in m["splits"][split]["shards"]:
-            for i, (k, inv) in enumerate(zip(sh["keys"], sh["invariant"])):
-                entries.append((sh["path"], i, k, bool(inv)))
+        for sh in m.splits[split].shards:
+            for i, (k, inv) in enumerate(zip(sh.keys, sh.invariant)):
+                entries.append((sh.path, i, k, bool(inv)))
     else:
         g = str(group)
-        if g not in m["groups"]:
-            raise BsrError(f"group: {group} not in {root} (has {', '.join(sorted(m['groups'])) or 'none'})")
-        entries = [(e["shard"], int(e["index"]), e["key"], bool(e["invariant"])) for e in m["groups"][g]]
-    return DatasetView(root, entries, m["attrs"], m, split, group)
+        if g not in m.groups:
+            raise BsrError(f"group: {group} not in {root} (has {', '.join(sorted(m.groups)) or 'none'})")
+        entries = [(e.shard, e.index, e.key, e.invariant) for e in m.groups[g]]
+    return DatasetView(root, entries, m.attrs, m, split, group)
