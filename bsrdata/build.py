@@ -163,15 +163,12 @@ def _render_shard(job: ShardJob) -> dict:
 
 
 def _entry(job, path, hist, rendered):
+    from bsrdata.shards import shard_entry
+
     return {
         "index": job.index,
         "split": job.split,
-        "path": job.path,
-        "count": len(job.items),
-        "bytes": os.path.getsize(path),
-        "sha256": sha256_file(path),
-        "keys": [k for k, _, _ in job.items],
-        "invariant": [bool(i) for _, i, _ in job.items],
+        **shard_entry(path, job.path, [k for k, _, _ in job.items], [i for _, i, _ in job.items]),
         "hist": [int(x) for x in hist],
         "rendered": rendered,
         "pid": os.getpid(),

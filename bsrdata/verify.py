@@ -22,6 +22,7 @@ import numpy as np
 
 from bsrdata.errors import BsrError
 from bsrdata.manifest import ABSENT
+from bsrdata.shards import FIELDS
 
 SIGMA_TOL = 1e-5
 
@@ -71,8 +72,9 @@ def _check_samples(f, path, attrs, entry, problems):
             if not (np.all(np.isfinite(d)) and np.all(d > 0)):
                 problems.append(f"{path}: sample {i} ({key}) depth not finite and > 0")
                 bad += 1
-        f["hr"][i]
-        f["lr"][i]
+        for fd in FIELDS:  # decode the fields not read above (catches corrupt chunks)
+            if fd.name in f and fd.name not in ("blur", "seg", "depth"):
+                f[fd.name][i]
 
 
 def verify_dataset(root, full: bool = False, progress=None) -> dict:
