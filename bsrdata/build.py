@@ -4,9 +4,9 @@ Shard layout is fixed by the plan, never by completion order: split ``S``'s rend
 cut into consecutive shards of ``shard_size`` at ``S/S-00000.h5``, ``S/S-00001.h5``, ... A shard's bytes
 depend only on the source, the seed, the config and its items, so 1 and N workers give identical files.
 
-Resume: a shard under its final name is complete (written to ``.tmp``, fsynced, renamed). Its attribute
+Resume: a shard under its final name is complete (written to ``<name>.tmp<pid>``, fsynced, renamed). Its attribute
 ``build_id`` (SHA-256 of everything its content depends on) is compared with the planned one; if equal it
-is kept, not re-rendered. ``.tmp`` files are never counted and are overwritten.
+is kept, not re-rendered. Leftover ``.tmp<pid>`` files are never counted and are removed when their shard is written.
 
 Slices: ``shard="K/N"`` builds the shards whose global index i (over all splits, in order) has
 i mod N == K − 1 and writes ``manifest-part-K-of-N.json`` instead of ``manifest.json``; :func:`merge`
@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from bsrdata.errors import BsrError
+from bsrdata.fileio import tmp_name
 from bsrdata.manifest import FORMAT, NAME, sha256_file, write_json_atomic, write_manifest
 
 N_HIST = 10
@@ -162,15 +163,12 @@ def _render_shard(job: ShardJob) -> dict:
 
 
 def _entry(job, path, hist, rendered):
+    from bsrdata.shards import shard_entry
+
     return {
         "index": job.index,
         "split": job.split,
-        "path": job.path,
-        "count": len(job.items),
-        "bytes": os.path.getsize(path),
-        "sha256": sha256_file(path),
-        "keys": [k for k, _, _ in job.items],
-        "invariant": [bool(i) for _, i, _ in job.items],
+        **shard_entry(path, job.path, [k for k, _, _ in job.items], [i for _, i, _ in job.items]),
         "hist": [int(x) for x in hist],
         "rendered": rendered,
         "pid": os.getpid(),
@@ -401,11 +399,11 @@ def _run_pool(todo, ctx, workers, results, tick, mp_context):
             fut.cancel()
         ex.shutdown(wait=True, cancel_futures=True)
         q.close()
-        if failed:  # workers stopped mid-shard leave a .tmp of a shard this run owns: remove it
+        if failed:  # workers stopped mid-shard leave a .tmp<pid> of a shard this run owns: remove it
+            from bsrdata.shards import remove_temps
+
             for j in todo:
-                tmp = os.path.join(ctx["out"], j.path) + ".tmp"
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+                remove_temps(os.path.join(ctx["out"], j.path))
 
 
 def _drain(q, tick):
@@ -445,14 +443,9 @@ def merge(out, parts) -> dict:
     mans = []
     for p in parts:
         for mp_ in _find_part_manifests(p):
-            try:
-                with open(mp_, encoding="utf-8") as f:
-                    m = json.load(f)
-            except (OSError, ValueError) as exc:
-                raise BsrError(f"{mp_}: unreadable manifest ({exc})") from None
-            from bsrdata.manifest import validate_manifest
+            from bsrdata.manifest import load_json_manifest
 
-            validate_manifest(m, mp_)
+            m = load_json_manifest(mp_).to_json()  # validated; merged below as JSON
             mans.append((os.path.dirname(os.path.abspath(mp_)), mp_, m))
     ref = mans[0][2]
     for _, mp_, m in mans[1:]:
@@ -473,14 +466,17 @@ def merge(out, parts) -> dict:
                     raise BsrError(f"{src}: shard listed in {os.path.basename(mp_)} is missing")
                 if os.path.abspath(src) != os.path.abspath(dst):
                     os.makedirs(os.path.dirname(dst), exist_ok=True)
-                    tmp = dst + ".tmp"
+                    tmp = tmp_name(dst)
                     if os.path.exists(tmp):
                         os.remove(tmp)
                     try:
-                        os.link(src, tmp)
-                    except OSError:
-                        shutil.copyfile(src, tmp)
-                    os.replace(tmp, dst)
+                        try:
+                            os.link(src, tmp)
+                        except OSError:
+                            shutil.copyfile(src, tmp)
+                        os.replace(tmp, dst)
+                    except OSError as exc:
+                        raise BsrError(f"{dst}: cannot write ({exc.strerror or exc})") from None
                 if sha256_file(dst) != sh["sha256"]:
                     raise BsrError(f"{src}: sha256 differs from {os.path.basename(mp_)} (corrupt shard)")
                 shards[sh["path"]] = (split, sh)

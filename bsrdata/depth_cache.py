@@ -132,9 +132,6 @@ def check_settings(out_dir, settings: dict) -> None:
             raise BsrError(f"--out {out_dir}: cache was made with other settings ({detail}); "
                            "use a new folder or the same settings")
         return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(settings, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from bsrdata.fileio import write_json_atomic
+
+    write_json_atomic(path, settings, indent=2, sort_keys=True)

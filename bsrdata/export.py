@@ -72,17 +72,14 @@ def _safe(key):
 
 
 def _grouped_split(m):
-    """The split the test groups refer to (None without groups)."""
-    if not m.get("groups"):
+    """The split the test groups of Manifest ``m`` refer to (None without groups)."""
+    if not m.groups:
         return None
-    owner = {}
-    for split, info in m["splits"].items():
-        for sh in info["shards"]:
-            owner[sh["path"]] = split
-    first = next(iter(m["groups"].values()))
+    owner = {sh.path: split for split, info in m.splits.items() for sh in info.shards}
+    first = next(iter(m.groups.values()))
     if not first:
         return None
-    return owner.get(first[0]["shard"])
+    return owner.get(first[0].shard)
 
 
 def _write(path, arr):
@@ -102,14 +99,14 @@ def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
     Reads through :func:`bsrdata.open_dataset`. Raises BsrError for a missing / incomplete dataset, an
     existing ``out`` (without overwrite) or an unwritable one."""
     from bsrdata import open_dataset
-    from bsrdata.manifest import read_manifest
+    from bsrdata.manifest import load_manifest
 
     if format not in FORMATS:
         raise BsrError(f"--format {format}: expected one of {', '.join(FORMATS)}")
     root = os.fspath(root)
     out = os.path.abspath(os.fspath(out))
-    m = read_manifest(root)
-    if m.get("complete") is False or m.get("part"):
+    m = load_manifest(root)
+    if not m.is_complete:
         raise BsrError(f"{root}: the dataset is incomplete (an interrupted build or one --shard part)")
     if os.path.exists(out) and not os.path.isdir(out):
         raise BsrError(f"{out}: exists and is not a folder")
@@ -120,11 +117,11 @@ def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
     names = _NAMES[format]
     grouped = _grouped_split(m)
     views = {}
-    for split in m["splits"]:
+    for split in m.splits:
         views[split] = open_dataset(root, split)
     gviews = {}
     if grouped is not None:
-        for g in sorted(m["groups"], key=int):
+        for g in sorted(m.groups, key=int):
             gviews[g] = open_dataset(root, grouped, group=g)
     total = sum(len(v) for v in views.values()) + sum(len(v) for v in gviews.values())
     done = 0
@@ -190,7 +187,8 @@ def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
                 "seg_png": "uint8, 0 = void, class k stored as k+1" if format == "cmos" else "uint8, 255 = ignore",
                 "depth_png": "uint16 millimetres, 0 = invalid" if with_depth else None,
                 "grouped_split": grouped, "splits": summary["splits"], "groups": summary["groups"],
-                "attrs": m.get("attrs"), "recipe": m.get("recipe"), "source": m.get("source")}
+                "attrs": m.attrs, "recipe": m.recipe or None,
+                "source": m.source.to_json() if m.source else None}
         with open(os.path.join(tmp, "bsr_export.json"), "w") as fh:
             json.dump(info, fh, indent=2, sort_keys=True)
         summary["files"] += 1

@@ -101,3 +101,22 @@ def make_plan(splits: dict, seed: int, *, test_split: str = "test", n_groups: in
             inv = {keys[int(j)] for j in rng.choice(n, size=m, replace=False)} if m else set()
             items[split] = [(k, k in inv) for k in keys]
     return Plan(seed=int(seed), items=items, groups=groups, fold=fold, grouped=grouped, test_split=test_split)
+
+
+def parse_hw(text, *, option: str = "--size", example: str = "240x320", min_side: int = 1):
+    """``"HxW"`` (also ``"H X W"``, ``"H×W"``) -> ``(H, W)`` ints in pixels; None -> None.
+
+    Anything else is one BsrError line naming ``option`` (with ``example`` as a hint); a side below
+    ``min_side`` is refused likewise.
+    """
+    import re
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
+    if not m:
+        raise BsrError(f"{option}: expected HxW (e.g. {example}), got '{text}'")
+    h, w = int(m.group(1)), int(m.group(2))
+    if h < min_side or w < min_side:
+        raise BsrError(f"{option} {text}: both sides must be at least {min_side}")
+    return h, w

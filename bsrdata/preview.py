@@ -194,14 +194,13 @@ def make_panel(root, out, split: str = "test", group=None, n: int = 4, start: in
     dirn = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(dirn):
         raise BsrError(f"--out {out}: folder {dirn} does not exist")
-    tmp = out + ".tmp.png"
+    from bsrdata.fileio import atomic_open
+
     try:
-        panel.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise BsrError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+        with atomic_open(out, "wb") as fh:
+            panel.save(fh, format="PNG")
+    except BsrError as exc:
+        raise BsrError(f"--out {exc}") from None
     return out
 
 

@@ -1,4 +1,4 @@
-"""HDF5 shards (DESIGN.md contract) and the read side, :func:`open_dataset`.
+"""HDF5 shards (docs/API.md) and the read side, :func:`open_dataset`.
 
 One file per shard, N samples of one split, all of one size (H, W). Datasets, N first:
 
@@ -11,12 +11,16 @@ One file per shard, N samples of one split, all of one size (H, W). Datasets, N 
 - ``params`` UTF-8 JSON strings (N,): the per-sample parameters (focus, focal length, aperture, IVA σ, seeds)
 - file attributes ``scale, max_coc, sigma_max, renderer, downsample, noise, generator_version`` (+ others).
 
+The per-sample arrays are the table :data:`FIELDS` (name, dtype, shape rule, compression, optional), which
+the writer, :func:`check_shard` (and so ``bsr verify``) and the reader iterate.
 Chunked one sample per chunk, gzip level 1, no timestamps (so equal content gives equal bytes).
-Written to ``path + ".tmp"``, fsynced, renamed: a file under its final name is always complete.
+Written to ``<path>.tmp<pid>`` (:func:`bsrdata.fileio.tmp_name`), fsynced, renamed: a file under its final
+name is always complete; :func:`remove_temps` deletes the leftovers of killed writers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -24,18 +28,51 @@ from collections.abc import Sequence
 import numpy as np
 
 from bsrdata.errors import BsrError
+from bsrdata.fileio import tmp_name
 
 REQUIRED_ATTRS = ("scale", "max_coc", "sigma_max", "renderer", "downsample", "noise", "generator_version")
 # gzip level 1 everywhere: deterministic bytes (h5py's LZF filter is not: liblzf leaves its hash table
 # uninitialised, so equal data can compress to different bytes), portable to any HDF5 reader, and fast to
 # decode. The maps shrink 10-60x; photos only ~15 %.
-COMPRESSION = {
-    "hr": {"compression": "gzip", "compression_opts": 1},
-    "lr": {"compression": "gzip", "compression_opts": 1},
-    "blur": {"compression": "gzip", "compression_opts": 1},
-    "seg": {"compression": "gzip", "compression_opts": 1},
-    "depth": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
-}
+_GZIP1 = {"compression": "gzip", "compression_opts": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardField:
+    """One per-sample array of a shard, stored as an (N, ...) dataset chunked one sample per chunk.
+
+    ``shape``: ``"hr"`` = (H, W, 3), ``"lr"`` = (H/s, W/s, 3), ``"map"`` = (H, W), for HR frame (H, W)
+    and scale s. ``optional``: stored only when the shard asks for it (``with_seg`` / ``with_depth``).
+    ``fill``: the value of a sample without this field in a shard that stores it (None = such a sample is
+    an error). Float fields are cast to ``dtype`` on write; integer fields must already have it.
+    """
+
+    name: str
+    dtype: type
+    shape: str
+    compression: dict
+    optional: bool = False
+    fill: int | None = None
+
+    def sample_shape(self, hw, lr_hw) -> tuple:
+        """The per-sample shape for HR size ``hw`` = (H, W) and LR size ``lr_hw``."""
+        return {"hr": (*hw, 3), "lr": (*lr_hw, 3), "map": tuple(hw)}[self.shape]
+
+    def describe(self) -> str:
+        return np.dtype(self.dtype).name
+
+
+# The one table of per-sample fields: the writer, the checker (and so verify) and the reader iterate it,
+# in this order (it is also the order the datasets are created and written in, which fixes the bytes).
+FIELDS = (
+    ShardField("hr", np.uint8, "hr", _GZIP1),
+    ShardField("lr", np.uint8, "lr", _GZIP1),
+    ShardField("blur", np.float32, "map", _GZIP1),
+    ShardField("seg", np.uint8, "map", _GZIP1, optional=True, fill=255),
+    ShardField("depth", np.float32, "map", {**_GZIP1, "shuffle": True}, optional=True),
+)
+FIELD_NAMES = tuple(fd.name for fd in FIELDS)
+COMPRESSION = {fd.name: dict(fd.compression) for fd in FIELDS}
 
 
 def _h5py():
@@ -66,7 +103,7 @@ def _read_attrs(f) -> dict:
 
 
 class ShardWriter:
-    """Writes one shard sample by sample into ``path + '.tmp'``; :meth:`close` renames it into place.
+    """Writes one shard sample by sample into ``<path>.tmp<pid>``; :meth:`close` renames it into place.
 
     Use as a context manager; on an exception the temporary file is removed and nothing is renamed.
     ``n`` is the number of samples the shard will hold; the first sample fixes (H, W) and which
@@ -75,11 +112,13 @@ class ShardWriter:
 
     def __init__(self, path, n: int, attrs: dict, *, with_seg: bool, with_depth: bool = False):
         self.path = os.fspath(path)
-        self.tmp = self.path + ".tmp"
+        self.tmp = tmp_name(self.path)
         self.n = int(n)
         self.attrs = dict(attrs)
         self.with_seg = bool(with_seg)
         self.with_depth = bool(with_depth)
+        on = {"seg": self.with_seg, "depth": self.with_depth}
+        self.fields = tuple(fd for fd in FIELDS if not fd.optional or on.get(fd.name, False))
         self.i = 0
         self.f = None
         self.shape = None
@@ -100,36 +139,29 @@ class ShardWriter:
         try:
             if d:
                 os.makedirs(d, exist_ok=True)
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+            remove_temps(self.path)  # leftovers of killed writers of this shard (any pid)
             self.f = h5py.File(self.tmp, "w", track_order=False)
         except OSError as exc:
             raise BsrError(f"{self.path}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
         f, n = self.f, self.n
-        h, w = hr_shape
-        lh, lw = lr_shape
-        def kw(name):
-            return dict(track_times=False, **COMPRESSION[name])
-
-        f.create_dataset("hr", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3), **kw("hr"))
-        f.create_dataset("lr", (n, lh, lw, 3), np.uint8, chunks=(1, lh, lw, 3), **kw("lr"))
-        f.create_dataset("blur", (n, h, w), np.float32, chunks=(1, h, w), **kw("blur"))
-        if self.with_seg:
-            f.create_dataset("seg", (n, h, w), np.uint8, chunks=(1, h, w), **kw("seg"))
-        if self.with_depth:
-            f.create_dataset("depth", (n, h, w), np.float32, chunks=(1, h, w), **kw("depth"))
+        self.shape = tuple(hr_shape)
+        self.shapes = {}
+        for fd in self.fields:
+            shp = fd.sample_shape(self.shape, tuple(lr_shape))
+            self.shapes[fd.name] = shp
+            f.create_dataset(fd.name, (n, *shp), fd.dtype, chunks=(1, *shp), track_times=False,
+                             **fd.compression)
         sdt = h5py.string_dtype("utf-8")
         f.create_dataset("key", (n,), sdt, track_times=False)
         f.create_dataset("invariant", (n,), np.bool_, track_times=False)
         f.create_dataset("params", (n,), sdt, track_times=False)
         for k in sorted(self.attrs):
             f.attrs[k] = _attr_value(self.attrs[k])
-        self.shape = (h, w)
 
     def add(self, sample: dict) -> None:
         """Append one Sample dict (API.md); all samples must share (H, W)."""
         hr = np.asarray(sample["hr"])
-        lr = np.asarray(sample["lr"])
+        lr = np.asarray(sample["lr"])  # its (h, w) fixes the LR size of the shard
         key = str(sample["key"])
         if hr.dtype != np.uint8 or hr.ndim != 3 or hr.shape[2] != 3:
             raise BsrError(f"{key}: hr must be uint8 (H, W, 3), got {hr.dtype} {hr.shape}")
@@ -141,28 +173,20 @@ class ShardWriter:
             raise BsrError(f"{key}: frame {hr.shape[0]}x{hr.shape[1]} differs from the other frames of "
                            f"{os.path.basename(self.path)} ({self.shape[0]}x{self.shape[1]}); a shard needs equal sizes")
         f, i = self.f, self.i
-        if lr.shape != f["lr"].shape[1:] or lr.dtype != np.uint8:
-            raise BsrError(f"{key}: lr must be uint8 {f['lr'].shape[1:]}, got {lr.dtype} {lr.shape}")
-        blur = np.asarray(sample["blur"], dtype=np.float32)
-        if blur.shape != self.shape:
-            raise BsrError(f"{key}: blur map {blur.shape} differs from the frame {self.shape}")
-        f["hr"][i] = hr
-        f["lr"][i] = lr
-        f["blur"][i] = blur
-        if self.with_seg:
-            seg = sample.get("seg")
-            seg = np.full(self.shape, 255, np.uint8) if seg is None else np.asarray(seg)
-            if seg.shape != self.shape or seg.dtype != np.uint8:
-                raise BsrError(f"{key}: labels must be uint8 {self.shape}, got {seg.dtype} {seg.shape}")
-            f["seg"][i] = seg
-        if self.with_depth:
-            dep = sample.get("depth")
-            if dep is None:
-                raise BsrError(f"{key}: depth requested but the sample has none")
-            dep = np.asarray(dep, np.float32)
-            if dep.shape != self.shape:
-                raise BsrError(f"{key}: depth {dep.shape} differs from the frame {self.shape}")
-            f["depth"][i] = dep
+        arrays = []
+        for fd in self.fields:  # check every field first, then write them in table order
+            shp = self.shapes[fd.name]
+            v = sample.get(fd.name)
+            if v is None:
+                if fd.fill is None:
+                    raise BsrError(f"{key}: {fd.name} missing (this shard stores it for every sample)")
+                v = np.full(shp, fd.fill, fd.dtype)
+            v = np.asarray(v, fd.dtype) if np.issubdtype(fd.dtype, np.floating) else np.asarray(v)
+            if v.dtype != fd.dtype or v.shape != shp:
+                raise BsrError(f"{key}: {fd.name} must be {fd.describe()} {shp}, got {v.dtype} {v.shape}")
+            arrays.append((fd.name, v))
+        for name, v in arrays:
+            f[name][i] = v
         f["key"][i] = key
         f["invariant"][i] = bool(sample["invariant"])
         f["params"][i] = json.dumps(sample.get("params", {}), sort_keys=True)
@@ -199,7 +223,7 @@ class ShardWriter:
 
 
 def write_shard(path, samples: list, attrs: dict, *, with_depth: bool = False) -> str:
-    """Write ``samples`` (Sample dicts) as one shard at ``path`` (via ``path + '.tmp'`` and a rename)."""
+    """Write ``samples`` (Sample dicts) as one shard at ``path`` (via a temporary name and a rename)."""
     samples = list(samples)
     if not samples:
         raise BsrError(f"{path}: a shard needs at least one sample")
@@ -208,6 +232,84 @@ def write_shard(path, samples: list, attrs: dict, *, with_depth: bool = False) -
         for s in samples:
             w.add(s)
     return os.fspath(path)
+
+
+def remove_temps(path) -> int:
+    """Delete every leftover temporary file of ``path`` (``<path>.tmp<pid>`` of any process); count."""
+    path = os.fspath(path)
+    d, name = os.path.split(path)
+    n = 0
+    try:
+        names = os.listdir(d or ".")
+    except OSError:
+        return 0
+    for f in names:
+        if f.startswith(name + ".tmp"):
+            try:
+                os.remove(os.path.join(d, f))
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def shard_entry(path, rel, keys, invariant) -> dict:
+    """The manifest entry of the written shard file ``path`` (``rel``: its path relative to the dataset
+    root): ``{"path": rel, "count", "bytes", "sha256", "keys", "invariant"}``."""
+    from bsrdata.fileio import sha256_file
+
+    keys, invariant = [str(k) for k in keys], [bool(x) for x in invariant]
+    return {"path": rel, "count": len(keys), "bytes": os.path.getsize(path), "sha256": sha256_file(path),
+            "keys": keys, "invariant": invariant}
+
+
+def write_dataset(root, splits: dict, *, attrs: dict, groups: dict | None = None, shard_size: int | None = None,
+                  source: dict | None = None, seed: int = 0, recipe: dict | None = None):
+    """Write a complete dataset (shards + ``manifest.json``, written last) from in-memory samples.
+
+    ``splits``: split name -> list of Sample dicts (``key``, ``hr`` uint8 (H, W, 3), ``lr`` uint8
+    (H/s, W/s, 3), ``blur`` float32 (H, W) σ in HR pixels, optional ``seg`` uint8 (H, W), ``depth``
+    float32 (H, W) metres, ``invariant`` bool, ``params`` dict), stored in that order as
+    ``split/split-00000.h5``, ... of ``shard_size`` samples (None: one shard per split). A shard stores
+    ``depth`` when every one of its samples has it, ``seg`` when any has. ``groups``: group name (``"1"``, ..)
+    -> list of ``(key, invariant)``, each naming a stored sample. ``attrs``: the shard attributes
+    (:data:`REQUIRED_ATTRS`); ``source``: e.g. ``{"name": ..., "num_classes": ...}``. Returns the
+    :class:`~bsrdata.manifest.Manifest`; bad input is one BsrError line.
+    """
+    from bsrdata.manifest import FORMAT, NAME, Manifest, write_manifest
+
+    root = os.fspath(root)
+    man_splits, where = {}, {}
+    for split, samples in splits.items():
+        samples = list(samples)
+        size = shard_size or max(1, len(samples))
+        entries = []
+        for j, start in enumerate(range(0, len(samples), size)):
+            chunk = samples[start:start + size]
+            rel = f"{split}/{split}-{j:05d}.h5"
+            path = write_shard(os.path.join(root, rel), chunk, attrs,
+                               with_depth=all(s.get("depth") is not None for s in chunk))
+            entries.append(shard_entry(path, rel, [s["key"] for s in chunk], [s["invariant"] for s in chunk]))
+            for i, s in enumerate(chunk):
+                where.setdefault((str(s["key"]), bool(s["invariant"])), (rel, i))
+        man_splits[split] = {"shards": entries, "count": len(samples),
+                             "images": len({str(s["key"]) for s in samples})}
+    man_groups = {}
+    for g, members in (groups or {}).items():
+        lst = []
+        for key, inv in members:
+            if (str(key), bool(inv)) not in where:
+                raise BsrError(f"groups: {g}: no stored sample {key!r} with invariant={bool(inv)}")
+            rel, i = where[(str(key), bool(inv))]
+            lst.append({"key": str(key), "invariant": bool(inv), "shard": rel, "index": i})
+        man_groups[str(g)] = lst
+    obj = {"format": FORMAT, "recipe": recipe, "attrs": dict(attrs)}
+    if source is not None:
+        obj["source"] = dict(source)
+    obj.update(seed=int(seed), part=None, complete=True, splits=man_splits, groups=man_groups)
+    m = Manifest.from_json(obj, os.path.join(root, NAME))
+    write_manifest(root, m)
+    return m
 
 
 # ------------------------------------------------------------------------------------------ read side
@@ -223,11 +325,12 @@ def _open_h5(path):
 
 
 def check_shard(f, path) -> dict:
-    """Validate an open shard's structure; returns its metadata (n, shape, attrs, keys, invariant, with_*)."""
-    for k in ("hr", "lr", "blur", "key", "invariant"):
+    """Validate an open shard's structure against :data:`FIELDS`; returns its metadata (n, shape, attrs,
+    keys, invariant, with_seg, with_depth, fields = the stored field names in table order)."""
+    for k in [fd.name for fd in FIELDS if not fd.optional] + ["key", "invariant"]:
         if k not in f:
             raise BsrError(f"{path}: dataset '{k}' missing")
-    hr, lr, blur = f["hr"], f["lr"], f["blur"]
+    hr = f["hr"]
     if hr.dtype != np.uint8 or hr.ndim != 4 or hr.shape[3] != 3:
         raise BsrError(f"{path}: hr must be uint8 (N, H, W, 3), is {hr.dtype} {hr.shape}")
     n, h, w = hr.shape[:3]
@@ -238,13 +341,14 @@ def check_shard(f, path) -> dict:
     s = attrs["scale"]
     if not isinstance(s, int) or s < 1 or h % s or w % s:
         raise BsrError(f"{path}: scale attribute {s!r} does not divide the frame {h}x{w}")
-    if lr.dtype != np.uint8 or lr.shape != (n, h // s, w // s, 3):
-        raise BsrError(f"{path}: lr must be uint8 {(n, h // s, w // s, 3)}, is {lr.dtype} {lr.shape}")
-    if blur.dtype != np.float32 or blur.shape != (n, h, w):
-        raise BsrError(f"{path}: blur must be float32 {(n, h, w)}, is {blur.dtype} {blur.shape}")
-    for k, dt in (("seg", np.uint8), ("depth", np.float32)):
-        if k in f and (f[k].dtype != dt or f[k].shape != (n, h, w)):
-            raise BsrError(f"{path}: {k} must be {np.dtype(dt)} {(n, h, w)}, is {f[k].dtype} {f[k].shape}")
+    stored = []
+    for fd in FIELDS:
+        if fd.name not in f:
+            continue
+        d, want = f[fd.name], (n, *fd.sample_shape((h, w), (h // s, w // s)))
+        if d.dtype != fd.dtype or d.shape != want:
+            raise BsrError(f"{path}: {fd.name} must be {fd.describe()} {want}, is {d.dtype} {d.shape}")
+        stored.append(fd.name)
     if f["key"].shape != (n,) or f["invariant"].shape != (n,):
         raise BsrError(f"{path}: key/invariant lengths differ from {n} samples")
     if "params" in f and f["params"].shape != (n,):
@@ -253,11 +357,11 @@ def check_shard(f, path) -> dict:
     return {
         "n": n, "shape": (h, w), "attrs": attrs, "keys": keys,
         "invariant": [bool(x) for x in f["invariant"][()]],
-        "with_seg": "seg" in f, "with_depth": "depth" in f,
+        "with_seg": "seg" in f, "with_depth": "depth" in f, "fields": tuple(stored),
     }
 
 
-SAMPLE_FIELDS = ("key", "hr", "lr", "blur", "seg", "depth", "invariant", "params")
+SAMPLE_FIELDS = ("key", *FIELD_NAMES, "invariant", "params")
 
 
 def _sample_from(f, i, path, fields=None) -> dict:
@@ -281,7 +385,7 @@ def _sample_from(f, i, path, fields=None) -> dict:
             out["params"] = params
         elif name == "invariant":
             out["invariant"] = bool(f["invariant"][i])
-        elif name in ("hr", "lr", "blur", "seg", "depth"):
+        elif name in FIELD_NAMES:
             out[name] = f[name][i] if name in f else None
         else:
             raise BsrError(f"fields: unknown sample field {name!r} (known: {', '.join(SAMPLE_FIELDS)})")
@@ -307,7 +411,7 @@ class DatasetView(Sequence):
     """A read-only sequence of Sample dicts over a built dataset's shards.
 
     ``len(view)``, ``view[i]`` (a dict: key, hr, lr, blur, seg or None, depth or None, invariant, params),
-    ``view.keys`` (list of str), ``view.invariant`` (list of bool), ``view.attrs`` (dict), ``view.manifest``.
+    ``view.keys`` (list of str), ``view.invariant`` (list of bool), ``view.attrs`` (dict), ``view.manifest`` (a :class:`bsrdata.manifest.Manifest`).
     HDF5 files are opened lazily and re-opened in a forked process (safe for DataLoader workers).
     """
 
@@ -396,20 +500,20 @@ def open_dataset(root, split, group=None) -> DatasetView:
     ``group`` (1..5, int or str) selects a test group: its members in key order (the split's order),
     fold g's images invariant, the others their shared variant rendering.
     """
-    from bsrdata.manifest import read_manifest
+    from bsrdata.manifest import load_manifest
 
     root = os.fspath(root)
-    m = read_manifest(root)
-    if split not in m["splits"]:
-        raise BsrError(f"{root}: no split '{split}' (has {', '.join(sorted(m['splits'])) or 'none'})")
+    m = load_manifest(root)
+    if split not in m.splits:
+        raise BsrError(f"{root}: no split '{split}' (has {', '.join(sorted(m.splits)) or 'none'})")
     if group is None:
         entries = []
-        for sh in m["splits"][split]["shards"]:
-            for i, (k, inv) in enumerate(zip(sh["keys"], sh["invariant"])):
-                entries.append((sh["path"], i, k, bool(inv)))
+        for sh in m.splits[split].shards:
+            for i, (k, inv) in enumerate(zip(sh.keys, sh.invariant)):
+                entries.append((sh.path, i, k, bool(inv)))
     else:
         g = str(group)
-        if g not in m["groups"]:
-            raise BsrError(f"group: {group} not in {root} (has {', '.join(sorted(m['groups'])) or 'none'})")
-        entries = [(e["shard"], int(e["index"]), e["key"], bool(e["invariant"])) for e in m["groups"][g]]
-    return DatasetView(root, entries, m["attrs"], m, split, group)
+        if g not in m.groups:
+            raise BsrError(f"group: {group} not in {root} (has {', '.join(sorted(m.groups)) or 'none'})")
+        entries = [(e.shard, e.index, e.key, e.invariant) for e in m.groups[g]]
+    return DatasetView(root, entries, m.attrs, m, split, group)

@@ -21,6 +21,8 @@ import os
 import numpy as np
 
 from bsrdata.errors import BsrError
+from bsrdata.manifest import ABSENT
+from bsrdata.shards import FIELDS
 
 SIGMA_TOL = 1e-5
 
@@ -45,7 +47,7 @@ def _check_samples(f, path, attrs, entry, problems):
         if bad >= 5:
             problems.append(f"{path}: more problems not listed")
             return
-        key = entry["keys"][i]
+        key = entry.keys[i]
         b = f["blur"][i]
         if not np.all(np.isfinite(b)):
             problems.append(f"{path}: sample {i} ({key}) blur map has NaN/inf")
@@ -55,7 +57,7 @@ def _check_samples(f, path, attrs, entry, problems):
         if lo < -SIGMA_TOL or hi > sigma_max + SIGMA_TOL:
             problems.append(f"{path}: sample {i} ({key}) σ in [{lo:.4g}, {hi:.4g}] outside [0, {sigma_max}]")
             bad += 1
-        if entry["invariant"][i] and hi != lo:
+        if entry.invariant[i] and hi != lo:
             problems.append(f"{path}: sample {i} ({key}) is invariant but its blur map is not constant")
             bad += 1
         if "seg" in f and nc > 0:
@@ -70,8 +72,9 @@ def _check_samples(f, path, attrs, entry, problems):
             if not (np.all(np.isfinite(d)) and np.all(d > 0)):
                 problems.append(f"{path}: sample {i} ({key}) depth not finite and > 0")
                 bad += 1
-        f["hr"][i]
-        f["lr"][i]
+        for fd in FIELDS:  # decode the fields not read above (catches corrupt chunks)
+            if fd.name in f and fd.name not in ("blur", "seg", "depth"):
+                f[fd.name][i]
 
 
 def verify_dataset(root, full: bool = False, progress=None) -> dict:
@@ -82,14 +85,14 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
     """
     import h5py
 
-    from bsrdata.manifest import read_manifest, sha256_file
+    from bsrdata.manifest import load_manifest, sha256_file
     from bsrdata.shards import check_shard
 
     root = os.fspath(root)
     problems: list[str] = []
     out = {"root": root, "problems": problems, "shards": 0, "samples": 0, "full": bool(full)}
     try:
-        m = read_manifest(root)
+        m = load_manifest(root)
     except BsrError as exc:
         parts = []
         if os.path.isdir(root):
@@ -98,60 +101,60 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
                                     if parts else ""))
         return out
     mpath = os.path.join(root, "manifest.json")
-    if not m.get("complete", False) or m.get("part"):
-        problems.append(f"{mpath}: describes part {m.get('part')} of a sliced build, not a complete dataset")
-    attrs = m["attrs"]
+    if m.complete is not True or m.part:
+        problems.append(f"{mpath}: describes part {m.part or None} of a sliced build, not a complete dataset")
+    attrs = m.attrs
     for k in ("scale", "max_coc", "sigma_max"):
         if k not in attrs:
             problems.append(f"{mpath}: attrs lack '{k}'")
             return out
-    total = sum(len(s["shards"]) for s in m["splits"].values())
+    total = sum(len(s.shards) for s in m.splits.values())
     done = 0
     stored = {}  # (path, index) -> (key, invariant)
     counts = {}
-    for split, s in m["splits"].items():
-        n_sh = len(s["shards"])
-        if "planned_shards" in s and n_sh != s["planned_shards"]:
-            problems.append(f"{mpath}: split '{split}' lists {n_sh} of {s['planned_shards']} shards")
-        csum = sum(sh["count"] for sh in s["shards"])
-        if csum != s["count"]:
-            problems.append(f"{mpath}: split '{split}' count {s['count']} but its shards hold {csum}")
-        if "planned_count" in s and s["count"] != s["planned_count"]:
-            problems.append(f"{mpath}: split '{split}' has {s['count']} of {s['planned_count']} renderings")
-        keys_all = [k for sh in s["shards"] for k in sh["keys"]]
-        inv_all = [i for sh in s["shards"] for i in sh["invariant"]]
+    for split, s in m.splits.items():
+        n_sh = len(s.shards)
+        if s.planned_shards is not ABSENT and n_sh != s.planned_shards:
+            problems.append(f"{mpath}: split '{split}' lists {n_sh} of {s.planned_shards} shards")
+        csum = sum(sh.count for sh in s.shards)
+        if csum != s.count:
+            problems.append(f"{mpath}: split '{split}' count {s.count} but its shards hold {csum}")
+        if s.planned_count is not ABSENT and s.count != s.planned_count:
+            problems.append(f"{mpath}: split '{split}' has {s.count} of {s.planned_count} renderings")
+        keys_all = [k for sh in s.shards for k in sh.keys]
+        inv_all = [i for sh in s.shards for i in sh.invariant]
         counts[split] = {"images": len(set(keys_all)), "renderings": len(keys_all), "invariant": sum(inv_all)}
-        if "images" in s and counts[split]["images"] != s["images"]:
+        if s.images is not ABSENT and counts[split]["images"] != s.images:
             problems.append(f"{mpath}: split '{split}' holds {counts[split]['images']} images, "
-                            f"manifest says {s['images']}")
-        for sh in s["shards"]:
-            path = os.path.join(root, sh["path"])
-            for i, (k, inv) in enumerate(zip(sh["keys"], sh["invariant"])):
-                stored[(sh["path"], i)] = (k, bool(inv))
+                            f"manifest says {s.images}")
+        for sh in s.shards:
+            path = os.path.join(root, sh.path)
+            for i, (k, inv) in enumerate(zip(sh.keys, sh.invariant)):
+                stored[(sh.path, i)] = (k, inv)
             done += 1
             if not os.path.isfile(path):
                 problems.append(f"{path}: shard missing")
                 continue
             size = os.path.getsize(path)
-            if "bytes" in sh and size != sh["bytes"]:
-                problems.append(f"{path}: {size} bytes, manifest says {sh['bytes']} (truncated or replaced)")
+            if sh.bytes is not ABSENT and size != sh.bytes:
+                problems.append(f"{path}: {size} bytes, manifest says {sh.bytes} (truncated or replaced)")
                 continue
-            if full and sha256_file(path) != sh["sha256"]:
+            if full and sha256_file(path) != sh.sha256:
                 problems.append(f"{path}: sha256 differs from the manifest (corrupted file)")
                 continue
             try:
                 with h5py.File(path, "r") as f:
                     meta = check_shard(f, path)
-                    if meta["n"] != sh["count"]:
-                        problems.append(f"{path}: {meta['n']} samples, manifest says {sh['count']}")
-                    if meta["keys"] != sh["keys"]:
+                    if meta["n"] != sh.count:
+                        problems.append(f"{path}: {meta['n']} samples, manifest says {sh.count}")
+                    if meta["keys"] != list(sh.keys):
                         problems.append(f"{path}: keys differ from the manifest")
-                    if meta["invariant"] != [bool(x) for x in sh["invariant"]]:
+                    if meta["invariant"] != list(sh.invariant):
                         problems.append(f"{path}: invariant flags differ from the manifest")
                     _check_attrs(meta["attrs"], attrs, path, problems)
                     if meta["shape"][0] % attrs["scale"] or meta["shape"][1] % attrs["scale"]:
                         problems.append(f"{path}: frame {meta['shape']} not a multiple of scale {attrs['scale']}")
-                    if meta["n"] == sh["count"] and meta["keys"] == sh["keys"]:
+                    if meta["n"] == sh.count and meta["keys"] == list(sh.keys):
                         _check_samples(f, path, meta["attrs"], sh, problems)
                     out["samples"] += meta["n"]
             except BsrError as exc:
@@ -162,12 +165,12 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
             if progress is not None:
                 progress(done, total)
     _check_groups(m, stored, mpath, problems)
-    recipe = m.get("recipe")
-    if isinstance(recipe, dict) and m.get("limit") is None and isinstance(recipe.get("expected"), dict):
+    recipe = m.recipe
+    if isinstance(recipe, dict) and not m.limit and isinstance(recipe.get("expected"), dict):
         from bsrdata.recipes import check_counts
 
-        gcounts = {g: {"members": len(mem), "invariant": sum(1 for e in mem if e["invariant"])}
-                   for g, mem in m["groups"].items()}
+        gcounts = {g: {"members": len(mem), "invariant": sum(1 for e in mem if e.invariant)}
+                   for g, mem in m.groups.items()}
         try:
             check_counts(recipe, {"splits": counts, "groups": gcounts})
         except BsrError as exc:
@@ -176,36 +179,36 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
 
 
 def _check_groups(m, stored, mpath, problems):
-    groups = m["groups"]
+    groups = m.groups
     if not groups:
         return
     test = None
-    for split, s in m["splits"].items():
-        paths = {sh["path"] for sh in s["shards"]}
-        if all(e["shard"] in paths for e in groups[next(iter(groups))]):
+    for split, s in m.splits.items():
+        paths = {sh.path for sh in s.shards}
+        if all(e.shard in paths for e in groups[next(iter(groups))]):
             test = split
             break
     if test is None:
         problems.append(f"{mpath}: group members point at shards of no single split")
         return
     order = []
-    for sh in m["splits"][test]["shards"]:
-        for k in sh["keys"]:
+    for sh in m.splits[test].shards:
+        for k in sh.keys:
             if k not in order:
                 order.append(k)
     n = len(order)
     inv_sets = []
     for g, mem in sorted(groups.items()):
-        keys = [e["key"] for e in mem]
+        keys = [e.key for e in mem]
         if keys != order:
             problems.append(f"{mpath}: group {g} does not list every {test} image once in split order")
         for e in mem:
-            got = stored.get((e["shard"], int(e["index"])))
-            if got != (e["key"], bool(e["invariant"])):
-                problems.append(f"{mpath}: group {g} member {e['key']} points at {e['shard']}[{e['index']}] "
+            got = stored.get((e.shard, e.index))
+            if got != (e.key, e.invariant):
+                problems.append(f"{mpath}: group {g} member {e.key} points at {e.shard}[{e.index}] "
                                 f"which holds {got}")
                 break
-        inv = {e["key"] for e in mem if e["invariant"]}
+        inv = {e.key for e in mem if e.invariant}
         want = n // max(5, len(groups))
         if len(inv) != want:
             problems.append(f"{mpath}: group {g} has {len(inv)} invariant members, expected {want} (⌊n/5⌋)")

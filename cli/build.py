@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 
 import click
 
@@ -121,10 +120,9 @@ def build():
 
 
 def _size(text):
-    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
-    if not m:
-        raise BsrError(f"--size: expected HxW (e.g. 240x320), got '{text}'")
-    return int(m.group(1)), int(m.group(2))
+    from bsrdata.plan import parse_hw
+
+    return parse_hw(text, option="--size", example="240x320")
 
 
 @build.command("demo")

@@ -17,25 +17,9 @@ from bsrdata.errors import BsrError
 
 
 def _parse_size(value):
-    if value is None:
-        return None
-    try:
-        h, w = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise BsrError(f"--size {value}: expected HxW, e.g. 1024x2048") from None
-    if h < 32 or w < 32:
-        raise BsrError(f"--size {value}: both sides must be at least 32")
-    return h, w
+    from bsrdata.plan import parse_hw
 
-
-def _pick_device(name):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BsrError("--device cuda: CUDA is not available in this PyTorch build / machine")
-    return torch.device(name)
+    return parse_hw(value, option="--size", example="1024x2048", min_side=32)
 
 
 @click.group()
@@ -68,7 +52,9 @@ def cityscapes(root, weights, out_dir, device, size, iters, splits, limit):
     pairs = depth_cache.list_pairs(root, out_dir, list(splits) or None)
     if limit is not None:
         pairs = pairs[:limit]
-    dev = _pick_device(device)
+    from bsrdata.models.device import pick_device
+
+    dev = pick_device(device)
     depth_cache.check_writable(out_dir)
 
     from bsrdata.models.crestereo import load_crestereo, predict_disparity

@@ -31,8 +31,9 @@ def verify(root, full, quiet):
             bar.close()
     probs = rep["problems"]
     if probs:
-        for p in probs:
-            click.echo(f"  {p}", err=True)
+        if len(probs) > 1:  # one problem (e.g. a malformed manifest) is the error line alone
+            for p in probs:
+                click.echo(f"  {p}", err=True)
         raise BsrError(f"{root}: {len(probs)} problem(s); first: {probs[0]}")
     click.echo(f"{root}: OK ({rep['shards']} shards, {rep['samples']} samples"
                f"{', sha256 checked' if full else ''})")

@@ -11,8 +11,7 @@ import os
 
 import numpy as np
 
-from bsrdata.manifest import sha256_file, write_manifest
-from bsrdata.shards import write_shard
+from bsrdata.shards import write_dataset
 
 ATTRS = {"scale": 4, "max_coc": 21, "sigma_max": 5.0, "renderer": "gather", "downsample": "direct",
          "noise": 0.0, "generator_version": "test"}
@@ -47,25 +46,11 @@ def _degrade(hr, invariant, rng):
 
 
 def make_bench_dataset(root, n_test=5, n_train=0, h=32, w=40, num_classes=4, seed=0, groups=5):
-    """Write the dataset; returns the manifest dict."""
+    """Write the dataset (one shard per split, via bsrdata.shards.write_dataset); returns the manifest dict."""
     rng = np.random.default_rng(seed)
     root = os.fspath(root)
-    manifest = {"format": "bsrdata-manifest/1", "recipe": None, "attrs": dict(ATTRS),
-                "source": {"name": "sr-fake", "num_classes": num_classes}, "seed": seed, "part": None,
-                "complete": True, "splits": {}, "groups": {}}
     fold = n_test // 5
-
-    def store(split, samples):
-        rel = f"{split}/{split}-00000.h5"
-        path = os.path.join(root, rel)
-        write_shard(path, samples, ATTRS)
-        manifest["splits"][split] = {
-            "shards": [{"path": rel, "count": len(samples), "bytes": os.path.getsize(path),
-                        "sha256": sha256_file(path), "keys": [s["key"] for s in samples],
-                        "invariant": [s["invariant"] for s in samples]}],
-            "count": len(samples), "images": len({s["key"] for s in samples})}
-        return rel
-
+    splits = {}
     if n_train:
         train = []
         for i in range(n_train):
@@ -73,26 +58,20 @@ def make_bench_dataset(root, n_test=5, n_train=0, h=32, w=40, num_classes=4, see
             inv = i < n_train // 5
             lr, blur = _degrade(hr, inv, rng)
             train.append({"key": f"tr{i:03d}", "hr": hr, "lr": lr, "blur": blur, "seg": seg, "invariant": inv})
-        store("train", train)
+        splits["train"] = train
     frames = [_frame(rng, h, w, num_classes) for _ in range(n_test)]
     test = []
-    index = {}
     for i, (hr, seg) in enumerate(frames):
         lr, blur = _degrade(hr, False, rng)
-        index[(i, False)] = len(test)
         test.append({"key": f"te{i:03d}", "hr": hr, "lr": lr, "blur": blur, "seg": seg, "invariant": False})
     for g in range(1, groups + 1):
         for i in range((g - 1) * fold, g * fold):
             hr, seg = frames[i]
             lr, blur = _degrade(hr, True, rng)
-            index[(i, True)] = len(test)
             test.append({"key": f"te{i:03d}", "hr": hr, "lr": lr, "blur": blur, "seg": seg, "invariant": True})
-    rel = store("test", test)
-    for g in range(1, groups + 1):
-        members = []
-        for i in range(n_test):
-            inv = (g - 1) * fold <= i < g * fold
-            members.append({"key": f"te{i:03d}", "invariant": inv, "shard": rel, "index": index[(i, inv)]})
-        manifest["groups"][str(g)] = members
-    write_manifest(root, manifest)
-    return manifest
+    splits["test"] = test
+    members = {str(g): [(f"te{i:03d}", (g - 1) * fold <= i < g * fold) for i in range(n_test)]
+               for g in range(1, groups + 1)}
+    m = write_dataset(root, splits, attrs=ATTRS, groups=members,
+                      source={"name": "sr-fake", "num_classes": num_classes}, seed=seed)
+    return m.to_json()

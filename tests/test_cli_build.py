@@ -26,7 +26,7 @@ def run(argv, capsys):
 def _nothing_complete(root):
     assert not os.path.exists(os.path.join(root, "manifest.json"))
     for dp, _, fs in os.walk(root):
-        assert not [f for f in fs if f.endswith(".tmp")]
+        assert not [f for f in fs if ".tmp" in f]
     assert verify_dataset(root)["problems"]
 
 

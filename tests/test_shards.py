@@ -10,8 +10,8 @@ import pytest
 import bsrdata
 from bsrdata.degrade import DegradeConfig
 from bsrdata.errors import BsrError
-from bsrdata.manifest import read_manifest, sha256_file, write_manifest
-from bsrdata.shards import ShardWriter, read_sample, read_shard_meta, write_shard
+from bsrdata.manifest import read_manifest, sha256_file
+from bsrdata.shards import ShardWriter, read_sample, read_shard_meta, write_dataset, write_shard
 
 
 def _sample(key, inv=False, h=8, w=12, seed=0, seg=True):
@@ -31,7 +31,7 @@ def test_contract(tmp_path):
     p = tmp_path / "s" / "a.h5"
     ss = [_sample("k0", seed=0), _sample("k1", True, seed=1), _sample("k2", seed=2, seg=False)]
     write_shard(p, ss, ATTRS, with_depth=True)
-    assert not os.path.exists(str(p) + ".tmp")
+    assert os.listdir(p.parent) == ["a.h5"]  # no temporary file left
     with h5py.File(p, "r") as f:
         assert f["hr"].shape == (3, 8, 12, 3) and f["hr"].dtype == np.uint8
         assert f["lr"].shape == (3, 2, 3, 3) and f["lr"].dtype == np.uint8
@@ -77,19 +77,16 @@ def test_failed_write_leaves_nothing(tmp_path):
 
 def _dataset(tmp_path):
     root = tmp_path / "ds"
-    write_shard(root / "test" / "test-00000.h5", [_sample("a"), _sample("a", True, seed=1), _sample("b", seed=2)], ATTRS)
-    write_shard(root / "test" / "test-00001.h5", [_sample("b", True, seed=3)], ATTRS)
-    shards = [{"path": "test/test-00000.h5", "count": 3, "keys": ["a", "a", "b"], "invariant": [False, True, False]},
-              {"path": "test/test-00001.h5", "count": 1, "keys": ["b"], "invariant": [True]}]
-    for sh in shards:
-        sh["sha256"] = sha256_file(root / sh["path"])
-    m = {"format": "bsrdata-manifest/1", "recipe": None, "attrs": ATTRS, "complete": True, "part": None,
-         "splits": {"test": {"shards": shards, "count": 4}},
-         "groups": {"1": [{"key": "a", "invariant": True, "shard": "test/test-00000.h5", "index": 1},
-                          {"key": "b", "invariant": False, "shard": "test/test-00000.h5", "index": 2}],
-                    "2": [{"key": "a", "invariant": False, "shard": "test/test-00000.h5", "index": 0},
-                          {"key": "b", "invariant": True, "shard": "test/test-00001.h5", "index": 0}]}}
-    write_manifest(root, m)
+    samples = [_sample("a"), _sample("a", True, seed=1), _sample("b", seed=2), _sample("b", True, seed=3)]
+    m = write_dataset(root, {"test": samples}, attrs=ATTRS, shard_size=3,
+                      groups={"1": [("a", True), ("b", False)], "2": [("a", False), ("b", True)]})
+    # the writer cut the split into shards of 3 and pointed each member at its stored rendering
+    assert [(sh.path, sh.keys, sh.invariant) for sh in m.splits["test"].shards] == [
+        ("test/test-00000.h5", ("a", "a", "b"), (False, True, False)), ("test/test-00001.h5", ("b",), (True,))]
+    assert [(e.shard, e.index) for e in m.groups["1"]] == [("test/test-00000.h5", 1), ("test/test-00000.h5", 2)]
+    assert [(e.shard, e.index) for e in m.groups["2"]] == [("test/test-00000.h5", 0), ("test/test-00001.h5", 0)]
+    for sh in m.splits["test"].shards:
+        assert sh.sha256 == sha256_file(root / sh.path) and sh.bytes == os.path.getsize(root / sh.path)
     return root
 
 

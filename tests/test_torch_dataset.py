@@ -1,5 +1,3 @@
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -7,8 +5,7 @@ from torch.utils.data import DataLoader
 
 from bsrdata.dataset import BSRDataset, collate
 from bsrdata.errors import BsrError
-from bsrdata.manifest import sha256_file, write_manifest
-from bsrdata.shards import write_shard
+from bsrdata.shards import write_dataset
 
 
 ATTRS = {"scale": 4, "max_coc": 21, "sigma_max": 5.0, "renderer": "gather", "downsample": "direct",
@@ -25,16 +22,7 @@ def make_coord_dataset(root, n=4, h=32, w=48, labels=True, sigma=None):
         seg = ((xx // 4 + yy // 4) % 3).astype(np.uint8) if labels else None
         samples.append({"key": f"k{i}", "hr": hr, "lr": np.ascontiguousarray(hr[::4, ::4]), "blur": blur,
                         "seg": seg, "invariant": i == 0})
-    rel = "train/train-00000.h5"
-    path = os.path.join(root, rel)
-    write_shard(path, samples, ATTRS)
-    write_manifest(root, {"format": "bsrdata-manifest/1", "recipe": None, "attrs": dict(ATTRS),
-                          "splits": {"train": {"shards": [{"path": rel, "count": n, "bytes": os.path.getsize(path),
-                                                           "sha256": sha256_file(path),
-                                                           "keys": [s["key"] for s in samples],
-                                                           "invariant": [s["invariant"] for s in samples]}],
-                                               "count": n}},
-                          "groups": {}})
+    write_dataset(root, {"train": samples}, attrs=ATTRS)
     return root
 
 

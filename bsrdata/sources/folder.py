@@ -93,20 +93,13 @@ def write_png_atomic(path, arr):
     that looks complete. Raises BsrError naming the path when the folder is not writable."""
     path = os.fspath(path)
     data = encode_png(arr)
-    tmp = f"{path}.tmp{os.getpid()}"
+    from bsrdata.fileio import write_bytes_atomic
+
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise BsrError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    write_bytes_atomic(path, data)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ CMOS_MODELS = ("cmos", "cmos_blur", "cmos_seg")
 
 def dataset_num_classes(manifest: dict):
     """The class count a built dataset declares (manifest ``source.num_classes`` or ``attrs``), or None."""
+    if hasattr(manifest, "num_classes"):  # a bsrdata.manifest.Manifest
+        return manifest.num_classes
     for sec in ("source", "attrs"):
         v = (manifest.get(sec) or {}).get("num_classes") if isinstance(manifest.get(sec), dict) else None
         if isinstance(v, int):

@@ -26,10 +26,10 @@ SR_MODELS = ("rrdb_sft", "rrdb_sft_noseg")
 
 
 def _dataset_classes(root):
-    from bsrdata.manifest import read_manifest
+    from bsrdata.manifest import load_manifest
 
-    m = read_manifest(root)
-    n = (m.get("source") or {}).get("num_classes")
+    src = load_manifest(root).source
+    n = src.num_classes if src else None
     return int(n) if n else None
 
 
