@@ -27,7 +27,7 @@ def train(task_name, data, config, out, resume, sets, device, no_progress):
     task = get_task(task_name)
     user = load_user_config(config, sets)
     user.setdefault("task", task_name)
-    cfg = task.config(user, where=config or "config")
+    cfg = task.config(user, where=config or ("--set" if sets else "config"))
     if not os.path.isfile(os.path.join(data, "manifest.json")):
         raise BsrError(f"--data {data}: no manifest.json (not a built dataset)")
     res = run(task, cfg, data, out, resume=resume, progress=not no_progress, device=device)
