@@ -81,3 +81,28 @@ def test_paths_in_configs_are_written_by_this_tool():
 def test_path_check_can_fail():
     assert list(_paths({"init": {"cmos_ckpt": "runs/cmos_nyuv2/best"}})) == [("init.cmos_ckpt", "runs/cmos_nyuv2/best")]
     assert os.path.split("runs/cmos_nyuv2/best")[1] != LAST
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_config_validation_reads_no_file(path, monkeypatch):
+    """``task.config`` looks only at the dict: opening or probing any file while it runs is a failure."""
+    import builtins
+
+    user = read_yaml(path)
+    task = get_task(user["task"])
+
+    def refuse(*a, **k):
+        raise AssertionError(f"config validation touched the disk: {a[:1]}")
+
+    with monkeypatch.context() as mp:
+        for mod, name in ((builtins, "open"), (os.path, "exists"), (os.path, "isfile"), (os.path, "isdir"),
+                          (os, "stat"), (os, "listdir")):
+            mp.setattr(mod, name, refuse)
+        try:
+            cfg = task.config(user, where=path)
+        except AssertionError as exc:
+            err = str(exc)
+        else:
+            err = None
+    assert err is None, err
+    assert cfg["task"] == user["task"]

@@ -277,7 +277,8 @@ def _check_run_folder(out_dir, cfg, resume):
             with open(top, encoding="utf-8") as f:
                 run_cfg = json.load(f)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BsrError(f"{top}: not a run config of bsr train ({type(exc).__name__}); choose another --out") from None
+            raise BsrError(f"{top}: not a run config of bsr train ({type(exc).__name__}); "
+                           "choose another --out") from None
         if not isinstance(run_cfg, dict) or "train" not in run_cfg or "model" not in run_cfg:
             raise BsrError(f"{top}: not a run config of bsr train; choose another --out")
         if run_cfg.get("task") != cfg.get("task"):
@@ -338,7 +339,8 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
             scaler.load_state_dict(state["scaler"])
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BsrError(f"{os.path.join(last, STATE)}: optimizer state does not fit the model ({first[:200]})") from None
+            raise BsrError(f"{os.path.join(last, STATE)}: optimizer state does not fit the model "
+                           f"({first[:200]})") from None
     sampler = StreamSampler(len(dataset), per_rank, int(t["seed"]), dist.rank, dist.world, start)
     workers = int(t["workers"])
     loader = DataLoader(_EpochIndexed(dataset), batch_sampler=sampler, num_workers=workers,
