@@ -377,7 +377,8 @@ def _snapshot(folder):
 
 
 @pytest.mark.parametrize("case", ["no_config", "garbage_config", "other_task", "garbage_state", "no_state",
-                                  "state_not_ours", "top_config_other_task", "top_config_garbage"])
+                                  "state_not_ours", "weights_not_ours", "top_config_other_task",
+                                  "top_config_garbage"])
 def test_cli_resume_of_foreign_run_folder(tmp_path, data, capsys, case):
     run = tmp_path / "run"
     if case == "no_config":
@@ -403,6 +404,13 @@ def test_cli_resume_of_foreign_run_folder(tmp_path, data, capsys, case):
         torch.save({"epoch": 3}, buf)
         _fake_last(run, state=buf.getvalue())
         want = "state.pt: not a bsr train state"
+    elif case == "weights_not_ours":  # a Conv2d's weights under a CMOS config.json
+        import io
+
+        buf = io.BytesIO()
+        torch.save({"iteration": 1, "optimizer": {}, "scaler": {}}, buf)
+        _fake_last(run, state=buf.getvalue())
+        want = "weights do not fit"
     else:
         run.mkdir()
         (run / "config.json").write_text('{"task": "rrdb-sft", "model": {}, "train": {}}'

@@ -226,6 +226,10 @@ def train(task, cfg: dict, data_root, out_dir, resume: bool = True, *, progress:
 
     ``resume``: continue from ``out_dir/last`` if it exists (its model section must equal ``cfg``'s);
     with ``resume=False`` an existing checkpoint there is an error (nothing is overwritten).
+
+    Before anything is written: ``device`` goes through :func:`bsrdata.models.device.pick_device`,
+    ``task.resolve(cfg)`` reads the files the config names, and the run folder is checked (a foreign
+    ``config.json`` or ``last/``, unreadable ``last/`` files: one BsrError line naming the file).
     """
     cfg = json.loads(json.dumps(cfg))  # plain JSON types, private copy
     cfg["data"]["root"] = os.path.abspath(os.fspath(data_root))
@@ -297,9 +301,6 @@ def _check_run_folder(out_dir, cfg, resume):
     if not os.path.isfile(os.path.join(last, checkpoint.WEIGHTS)):
         raise BsrError(f"{os.path.join(last, checkpoint.WEIGHTS)}: missing")
     st = _read_state(last)
-    if st["iteration"] > int(cfg["train"]["iterations"]):
-        raise BsrError(f"{os.path.join(last, STATE)}: at iteration {st['iteration']}, beyond train.iterations "
-                       f"{cfg['train']['iterations']}")
     return st["iteration"], st
 
 
@@ -313,14 +314,14 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
     _val_plan(cfg)
     torch.manual_seed(int(t["seed"]))
     model = task.create_model(cfg).to(dist.device)
+    if start:
+        checkpoint.load_state(model, last)  # before anything is written: a foreign last/ fails here
+    else:
+        task.init_from_data(model, dataset, cfg)  # same data on every rank -> same initial weights
     report = getattr(model, "pretrained_report", None)
     if report is not None and dist.main:
         os.makedirs(out_dir, exist_ok=True)
         _write_json(os.path.join(out_dir, "pretrained.json"), report)
-    if start:
-        checkpoint.load_state(model, last)
-    else:
-        task.init_from_data(model, dataset, cfg)  # same data on every rank -> same initial weights
     if dist.world > 1 and dist.device.type == "cuda" and t["sync_bn"]:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.train()
