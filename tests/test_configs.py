@@ -106,3 +106,34 @@ def test_config_validation_reads_no_file(path, monkeypatch):
             err = None
     assert err is None, err
     assert cfg["task"] == user["task"]
+
+
+def test_read_yaml_and_overrides_are_library_functions(tmp_path):
+    """YAML loading and ``--set`` live in bsrdata.models.engine.config; the scripts import only the library."""
+    from bsrdata.errors import BsrError
+    from bsrdata.models.engine.config import apply_overrides, load_user_config
+
+    with pytest.raises(BsrError, match=r"nope.yaml: file not found$"):
+        read_yaml(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("train:\n  lr: [1\n")
+    with pytest.raises(BsrError, match=r"bad.yaml: not valid YAML \(line \d+\)$"):
+        read_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(BsrError, match="list.yaml: top level must be a mapping of sections"):
+        read_yaml(tmp_path / "list.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    assert read_yaml(tmp_path / "empty.yaml") == {}
+    (tmp_path / "ok.yaml").write_text("train:\n  lr: 1.0e-3\n")
+    assert load_user_config(tmp_path / "ok.yaml", ["train.iterations=5", "model.gia={flow: false}"]) == {
+        "train": {"lr": 1e-3, "iterations": 5}, "model": {"gia": {"flow": False}}}
+    assert load_user_config(None, []) == {}
+    with pytest.raises(BsrError, match="--set: expected key=value"):
+        apply_overrides({}, ["train.lr"])
+    with pytest.raises(BsrError, match="--set: train.lr.x goes through a value"):
+        apply_overrides({"train": {"lr": 1}}, ["train.lr.x=2"])
+    with pytest.raises(BsrError, match="--set: cannot parse the value of train.lr"):
+        apply_overrides({}, ["train.lr=[1"])
+    for script in ("learn_cmos.py", "learn_sr.py"):
+        with open(os.path.join(ROOT, "scripts", script), encoding="utf-8") as f:
+            src = f.read()
+        assert "bsrdata.cli.train" not in src and "bsrdata.models.engine.config import" in src, script
