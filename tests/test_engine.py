@@ -316,6 +316,8 @@ def _train_args(data, out, *sets):
     (["data.zoom=[0.5]"], None, "data.zoom"),
     (["data.zoom_rule=magic"], None, "data.zoom_rule"),
     (["loss.seg_weight=-1"], None, "loss.seg_weight"),
+    (["train.amp=2"], None, "train.amp"),
+    (["data.hflip=yes please"], None, "data.hflip"),
     ([], "bogus", "--device"),
 ])
 def test_cli_bad_values_are_one_line_errors(tmp_path, data, capsys, sets, device, where):

@@ -169,6 +169,9 @@ class Task:
             check_int(t[k], f"train.{k}", where, lo=0)
         for k in ("weight_decay", "min_lr", "grad_clip"):
             check_number(t[k], f"train.{k}", where, lo=0)
+        for k in ("amp", "sync_bn"):
+            if not isinstance(t[k], bool):
+                raise BsrError(f"{where}: train.{k} must be true or false, got {t[k]!r}")
         b = t["betas"]
         if (not isinstance(b, (list, tuple)) or len(b) != 2
                 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in b)):

@@ -95,6 +95,8 @@ class CMOSTask(Task):
         check_crop(d["crop"], "data.crop", where, allow_none=True)
         check_zoom(d["zoom"], where)
         check_choice(d["zoom_rule"], "data.zoom_rule", where, ("physical", "paper"))
+        if not isinstance(d["hflip"], bool):
+            raise BsrError(f"{where}: data.hflip must be true or false, got {d['hflip']!r}")
         for k, v in cfg["loss"].items():
             check_number(v, f"loss.{k}", where, lo=0)
         check_int(cfg["init"]["blur_bias_samples"], "init.blur_bias_samples", where, lo=0)
