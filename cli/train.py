@@ -9,46 +9,6 @@ import click
 from bsrdata.errors import BsrError
 
 
-def read_yaml(path) -> dict:
-    """A YAML config file as a dict (BsrError naming the file on any problem)."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise BsrError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise BsrError(f"{path}: not valid YAML" + (f" (line {line + 1})" if line is not None else "")) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise BsrError(f"{path}: top level must be a mapping of sections")
-    return data
-
-
-def apply_overrides(user: dict, sets) -> dict:
-    """Apply ``section.key=value`` strings (value parsed as YAML) onto the user config dict."""
-    import yaml
-
-    for s in sets:
-        if "=" not in s:
-            raise BsrError(f"--set: expected key=value, got {s!r}")
-        key, val = s.split("=", 1)
-        parts = key.strip().split(".")
-        d = user
-        for p in parts[:-1]:
-            d = d.setdefault(p, {})
-            if not isinstance(d, dict):
-                raise BsrError(f"--set: {key} goes through a value, not a section")
-        try:
-            d[parts[-1]] = yaml.safe_load(val)
-        except yaml.YAMLError:
-            raise BsrError(f"--set: cannot parse the value of {key}") from None
-    return user
-
-
 @click.command("train")
 @click.argument("task_name", metavar="TASK")
 @click.option("--data", "data", required=True, type=click.Path(file_okay=False), help="built dataset folder")
@@ -60,14 +20,14 @@ def apply_overrides(user: dict, sets) -> dict:
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 def train(task_name, data, config, out, resume, sets, device, no_progress):
     """Train TASK (cmos, rrdb-sft, blind) on a built dataset; checkpoints and logs go to RUN."""
+    from bsrdata.models.engine.config import load_user_config
     from bsrdata.models.engine.task import get_task
     from bsrdata.models.engine.trainer import train as run
 
     task = get_task(task_name)
-    user = read_yaml(config) if config else {}
-    user = apply_overrides(user, sets)
+    user = load_user_config(config, sets)
     user.setdefault("task", task_name)
-    cfg = task.config(user, where=config or "config")
+    cfg = task.config(user, where=config or ("--set" if sets else "config"))
     if not os.path.isfile(os.path.join(data, "manifest.json")):
         raise BsrError(f"--data {data}: no manifest.json (not a built dataset)")
     res = run(task, cfg, data, out, resume=resume, progress=not no_progress, device=device)
@@ -78,6 +38,6 @@ def train(task_name, data, config, out, resume, sets, device, no_progress):
                        f"{len(rep['missing'])} left at random initialisation (see {out}/pretrained.json)")
         click.echo(f"trained {res['iterations']} iterations; checkpoint {res['checkpoint']}")
         if res.get("val"):
-            from bsrdata.cli.evaluate import format_markdown
+            from bsrdata.tables import eval_markdown as format_markdown
 
             click.echo(format_markdown(res["val"]))

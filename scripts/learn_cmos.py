@@ -77,7 +77,7 @@ def main(argv=None):
     import torch
 
     from bsrdata.tables import eval_markdown as format_markdown
-    from bsrdata.cli.train import apply_overrides, read_yaml
+    from bsrdata.models.engine.config import apply_overrides, read_yaml
     from bsrdata.models.engine.task_cmos import CMOSTask, dataset_num_classes, evaluate_cmos
     from bsrdata.models.engine.budget import train_within
     from bsrdata.manifest import read_manifest

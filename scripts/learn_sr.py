@@ -44,7 +44,7 @@ def main(argv=None):
 
     from bsrdata import benchmark as bm
     from bsrdata.manifest import read_manifest
-    from bsrdata.cli.train import apply_overrides, read_yaml
+    from bsrdata.models.engine.config import apply_overrides, read_yaml
     from bsrdata.models.engine.budget import train_within
     from bsrdata.models.engine.task import get_task
     import bsrdata.models.bench_methods  # noqa: F401  (registers oracle, cmos+rrdb_sft)

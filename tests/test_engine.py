@@ -56,13 +56,7 @@ def test_task_table():
         get_task("gan")
 
 
-@pytest.mark.parametrize("name", ["cmos_nyuv2", "cmos_cityscapes", "cmos_cpu_small", "cmos_demo"])
-def test_shipped_configs_are_valid(name):
-    import yaml
-
-    with open(os.path.join(ROOT, "configs", f"{name}.yaml")) as f:
-        cfg = CMOSTask().config(yaml.safe_load(f), where=name)
-    assert cfg["task"] == "cmos"
+# test_shipped_configs_are_valid: tests/test_configs.py (every file in configs/)
 
 
 def test_public_settings_in_configs():
@@ -285,3 +279,160 @@ def test_cli_train_with_backbone_weights_then_eval(tmp_path, data, capsys):
     assert "layer1.0.conv1.weight" in rep["loaded"]
     model, cfg2 = checkpoint.load(tmp_path / "run" / "last")  # backbone_weights not needed to rebuild
     assert cfg2["model"]["backbone_weights"].endswith("in1k.safetensors") and model.num_classes == 4
+
+
+# ------------------------------------------------------------------------------------ one-line CLI errors
+def _bsr_error(capsys, *args):
+    """Run ``bsr`` in-process; it must exit 1 with one ``bsr: error:`` line on stderr -> that line."""
+    from bsrdata.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert e.value.code == 1, err
+    assert len(lines) == 1 and lines[0].startswith("bsr: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def _train_args(data, out, *sets):
+    args = ["train", "cmos", "--data", data, "--out", str(out), "--no-progress", "--set", "model.num_classes=4",
+            "--set", "train.workers=0", "--set", "train.iterations=1", "--set", "train.batch_size=2"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+@pytest.mark.parametrize("sets, device, where", [
+    (["model.width=5"], None, "model.width"),
+    (["model.width=fat"], None, "model.width"),
+    (["model.num_classes=0"], None, "model.num_classes"),
+    (["model.window=[3]"], None, "model.window"),
+    (["model.gia.flow=maybe"], None, "model.gia.flow"),
+    (["model.backbone_weights=3"], None, "model.backbone_weights"),
+    (["train.betas=[2, 0.9]"], None, "train.betas"),
+    (["train.workers=-1"], None, "train.workers"),
+    (["data.crop=[0, 4]"], None, "data.crop"),
+    (["data.zoom=[0.5]"], None, "data.zoom"),
+    (["data.zoom_rule=magic"], None, "data.zoom_rule"),
+    (["loss.seg_weight=-1"], None, "loss.seg_weight"),
+    (["train.amp=2"], None, "train.amp"),
+    (["data.hflip=yes please"], None, "data.hflip"),
+    ([], "bogus", "--device"),
+])
+def test_cli_bad_values_are_one_line_errors(tmp_path, data, capsys, sets, device, where):
+    args = _train_args(data, tmp_path / "run", *sets) + (["--device", device] if device else [])
+    line = _bsr_error(capsys, *args)
+    assert where in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_bad_sr_values_are_one_line_errors(tmp_path, data, capsys):
+    base = ["train", "rrdb-sft", "--data", data, "--out", str(tmp_path / "run")]
+    for s, key in (("model.nf=0", "model.nf"), ("model.scale=5", "model.scale"), ("model.fusion=mul", "model.fusion"),
+                   ("model.gia_groups=5", "model.gia_groups"), ("model.img_residual=nearest", "model.img_residual"),
+                   ("model.num_classes=0", "model.num_classes"), ("data.rot90=3", "data.rot90")):
+        assert key in _bsr_error(capsys, *base, "--set", s)
+    blind = ["train", "blind", "--data", data, "--out", str(tmp_path / "run")]
+    assert "model.sr_kw.nff" in _bsr_error(capsys, *blind, "--set", "init.cmos_ckpt=x", "--set", "model.sr_kw={nff: 3}")
+    assert "model.cmos_kw.width" in _bsr_error(capsys, *blind, "--set", "init.cmos_ckpt=x",
+                                               "--set", "model.cmos_kw={width: 0}")
+    line = _bsr_error(capsys, *blind, "--set", f"init.cmos_ckpt={tmp_path / 'nope'}")
+    assert "no such checkpoint" in line and "init.cmos_ckpt" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_constructor_errors_name_the_model_key(tmp_path, data):
+    class Broken(TinyTask):
+        def build_model(self, cfg):
+            raise ValueError("bn must be a bool here")
+
+    task = Broken()
+    with pytest.raises(BsrError, match=r"^config: model\.bn: bn must be a bool here$"):
+        train(task, small_cfg(task), data, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "last").exists()
+    with pytest.raises(BsrError, match=r"^x.yaml: model: other$"):
+        Broken.build_model = lambda self, cfg: (_ for _ in ()).throw(TypeError("other"))
+        task.create_model(small_cfg(task), where="x.yaml")
+
+
+def _fake_last(run, *, task="cmos", state=b"garbage", config=None):
+    """A run folder whose last/ holds a real CMOS checkpoint of the config _train_args asks for."""
+    from bsrdata.models.engine.config import apply_overrides
+
+    user = apply_overrides({"task": "cmos"}, ["model.num_classes=4", "train.workers=0", "train.iterations=1",
+                                              "train.batch_size=2"])
+    cfg = get_task("cmos").config(user)
+    if task != "cmos":
+        cfg = get_task(task).config({"task": task, "model": {"num_classes": 4}})
+    last = run / "last"
+    checkpoint.save(last, torch.nn.Conv2d(1, 1, 1), cfg)
+    if state is not None:
+        (last / "state.pt").write_bytes(state)
+    if config is not None:
+        (last / "config.json").write_text(config)
+    return last
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["no_config", "garbage_config", "other_task", "garbage_state", "no_state",
+                                  "state_not_ours", "weights_not_ours", "top_config_other_task",
+                                  "top_config_garbage"])
+def test_cli_resume_of_foreign_run_folder(tmp_path, data, capsys, case):
+    run = tmp_path / "run"
+    if case == "no_config":
+        (run / "last").mkdir(parents=True)
+        (run / "last" / "notes.txt").write_text("not ours")
+        want = "last: not a checkpoint"
+    elif case == "garbage_config":
+        _fake_last(run, config="{not json")
+        want = "config.json: unreadable"
+    elif case == "other_task":
+        _fake_last(run, task="rrdb-sft")
+        want = "checkpoint is"
+    elif case == "garbage_state":
+        _fake_last(run)
+        want = "state.pt: unreadable"
+    elif case == "no_state":
+        _fake_last(run, state=None)
+        want = "state.pt: missing"
+    elif case == "state_not_ours":
+        import io
+
+        buf = io.BytesIO()
+        torch.save({"epoch": 3}, buf)
+        _fake_last(run, state=buf.getvalue())
+        want = "state.pt: not a bsr train state"
+    elif case == "weights_not_ours":  # a Conv2d's weights under a CMOS config.json
+        import io
+
+        buf = io.BytesIO()
+        torch.save({"iteration": 1, "optimizer": {}, "scaler": {}}, buf)
+        _fake_last(run, state=buf.getvalue())
+        want = "weights do not fit"
+    else:
+        run.mkdir()
+        (run / "config.json").write_text('{"task": "rrdb-sft", "model": {}, "train": {}}'
+                                         if case == "top_config_other_task" else "\x00\x01")
+        want = "is a run of task 'rrdb-sft'" if case == "top_config_other_task" else "not a run config"
+    before = _snapshot(run)
+    line = _bsr_error(capsys, *_train_args(data, run), "--resume")
+    assert want in line
+    assert _snapshot(run) == before  # nothing written, nothing removed
+    if case == "no_config":  # without --resume the foreign last/ is not replaced either
+        assert "not a checkpoint" in _bsr_error(capsys, *_train_args(data, run))
+        assert _snapshot(run) == before
+
+
+def test_cli_device_through_pick_device(tmp_path, data):
+    """A real subprocess: --device bogus is one stderr line, no traceback, nothing written."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-m", "bsrdata.cli.main"] + _train_args(data, tmp_path / "r") +
+                       ["--device", "bogus", "--set", "model.width=0.25"], capture_output=True, text=True,
+                       cwd=ROOT, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["bsr: error: --device: unknown device 'bogus' (use auto, cpu, cuda or cuda:N)"]
+    assert not (tmp_path / "r").exists()

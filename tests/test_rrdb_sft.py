@@ -153,6 +153,9 @@ def test_stage3_freezes_cmos_and_trains_sr(sr_data, tmp_path):
     cfg = task.config({"task": "blind", "init": {"cmos_ckpt": str(tmp_path / "cmos"), "sr_ckpt": str(tmp_path / "sr")},
                        "data": {"crop": 16, "zoom": [1], "val_split": ""},
                        "train": {**TINY_TRAIN, "iterations": 2, "ckpt_every": 2}})
+    # task.config looks only at the dict; resolve reads the stage-1/2 checkpoints' config.json
+    assert cfg["model"]["num_classes"] == 0 and cfg["model"]["sr_kw"] == {}
+    cfg = task.resolve(cfg)
     assert cfg["model"]["num_classes"] == 4 and cfg["model"]["sr_kw"]["nf"] == 8
     train(task, cfg, sr_data, tmp_path / "blind", progress=False)
     chain, _ = checkpoint.load(tmp_path / "blind" / "last")

@@ -6,7 +6,10 @@ A task says which sections and keys its YAML config has (``defaults``), builds t
 (``models.engine.trainer.train``) does the rest: optimiser, schedule, AMP, DDP, checkpoints, logs.
 
 Config = nested dict of sections. ``Task.config(user)`` merges the user's dict into the defaults and raises
-``BsrError("<where>: unknown key 'train.lrr'")`` for any key the defaults do not have. The ``train``
+``BsrError("<where>: unknown key 'train.lrr'")`` for any key the defaults do not have, then checks the values
+(``check_config``: types, ranges, allowed names, model constructor keywords). Both look only at the dict,
+never at the disk. ``Task.resolve(cfg)`` is the separate step that reads files a config points at (e.g. the
+blind chain fills its architecture from the stage-1/2 checkpoints); the trainer calls it. The ``train``
 section (``TRAIN_DEFAULTS``) is common to all tasks; ``data.root`` is set by the trainer from ``--data``.
 """
 
@@ -69,6 +72,48 @@ def merge_config(defaults: dict, user: dict | None, where: str = "config", prefi
     return out
 
 
+def model_key(model_cfg: dict, message: str) -> str:
+    """``model.<key>`` for the first constructor keyword of ``model_cfg`` named in ``message``, else ``model``."""
+    import re
+
+    for k in sorted(model_cfg, key=len, reverse=True):
+        if k != "name" and re.search(rf"\b{re.escape(str(k))}\b", message):
+            return f"model.{k}"
+    return "model"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_int(v, key: str, where: str, lo: int | None = None, hi: int | None = None) -> None:
+    """BsrError ``<where>: <key> must be an integer >= lo`` unless ``v`` is an int in ``[lo, hi]``."""
+    if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = (f" >= {lo}" if hi is None else f" in [{lo}, {hi}]") if lo is not None else ""
+        raise BsrError(f"{where}: {key} must be an integer{rng}, got {v!r}")
+
+
+def check_number(v, key: str, where: str, lo: float | None = None, hi: float | None = None,
+                 open_lo: bool = False) -> None:
+    """BsrError unless ``v`` is a real number with ``lo <= v`` (``lo < v`` if ``open_lo``) and ``v <= hi``."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+    if ok and lo is not None:
+        ok = v > lo if open_lo else v >= lo
+    if ok and hi is not None:
+        ok = v <= hi
+    if not ok:
+        lo_s = "" if lo is None else (f"({lo}" if open_lo else f"[{lo}")
+        rng = f" in {lo_s}, {hi}]" if lo is not None and hi is not None else (f" {'>' if open_lo else '>='} {lo}"
+                                                                          if lo is not None else "")
+        raise BsrError(f"{where}: {key} must be a number{rng}, got {v!r}")
+
+
+def check_choice(v, key: str, where: str, choices) -> None:
+    """BsrError unless ``v`` is one of ``choices``."""
+    if v not in choices:
+        raise BsrError(f"{where}: {key} must be one of {', '.join(map(str, choices))}, got {v!r}")
+
+
 class Task:
     """Base class; subclasses set ``name`` and ``defaults`` and implement the four methods.
 
@@ -95,6 +140,19 @@ class Task:
         self.check_config(cfg, where)
         return cfg
 
+    def resolve(self, cfg: dict, where: str = "config") -> dict:
+        """The config completed from the files it names (checkpoints); BsrError naming the file. Base: ``cfg``."""
+        return cfg
+
+    def create_model(self, cfg: dict, where: str = "config"):
+        """``build_model(cfg)`` with a constructor's ValueError / TypeError turned into one BsrError line
+        naming the ``model.*`` key the message mentions (``model`` when none)."""
+        try:
+            return self.build_model(cfg)
+        except (ValueError, TypeError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BsrError(f"{where}: {model_key(cfg.get('model') or {}, msg)}: {msg}") from None
+
     def check_config(self, cfg: dict, where: str) -> None:
         """Value checks beyond key names (override to add task-specific ones)."""
         t = cfg["train"]
@@ -105,6 +163,22 @@ class Task:
             raise BsrError(f"{where}: train.schedule must be cosine or constant, got {t['schedule']!r}")
         if not isinstance(t["lr"], (int, float)) or t["lr"] <= 0:
             raise BsrError(f"{where}: train.lr must be > 0, got {t['lr']!r}")
+        for k in ("log_every", "ckpt_every"):
+            check_int(t[k], f"train.{k}", where, lo=1)
+        for k in ("warmup", "workers", "threads", "val_every", "val_limit", "seed"):
+            check_int(t[k], f"train.{k}", where, lo=0)
+        for k in ("weight_decay", "min_lr", "grad_clip"):
+            check_number(t[k], f"train.{k}", where, lo=0)
+        for k in ("amp", "sync_bn"):
+            if not isinstance(t[k], bool):
+                raise BsrError(f"{where}: train.{k} must be true or false, got {t[k]!r}")
+        b = t["betas"]
+        if (not isinstance(b, (list, tuple)) or len(b) != 2
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in b)):
+            raise BsrError(f"{where}: train.betas must be two numbers in [0, 1), got {b!r}")
+        if not isinstance(t["val_groups"], (list, tuple)) or not all(
+                isinstance(g, int) and not isinstance(g, bool) for g in t["val_groups"]):
+            raise BsrError(f"{where}: train.val_groups must be a list of group numbers, got {t['val_groups']!r}")
 
     # --- to implement -------------------------------------------------------------------------------
     def build_model(self, cfg: dict):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from bsrdata.errors import BsrError
-from bsrdata.models.engine.task import Task
+from bsrdata.models.engine.task import Task, check_choice, check_int, check_number
 from bsrdata.models.losses import cmos_loss
 
 CMOS_MODELS = ("cmos", "cmos_blur", "cmos_seg")
@@ -24,6 +24,54 @@ def dataset_num_classes(manifest: dict):
         if isinstance(v, int):
             return v
     return None
+
+
+def check_cmos_model(m: dict, where: str, prefix: str = "model.", name: str | None = None) -> None:
+    """Constructor keywords of ``cmos`` / ``cmos_blur`` / ``cmos_seg`` (``m``: the model section or the
+    chain's ``cmos_kw``; keys absent from ``m`` are not checked): ``num_classes`` >= 2 when the network
+    segments (>= 1 for ``cmos_blur``), ``gia`` switches true/false, ``window`` two positive integers (h, w),
+    ``width`` the HRNet channel multiplier in (0, 4], ``backbone_weights`` null or a file name."""
+    name = name or m.get("name")
+    if "num_classes" in m:
+        check_int(m["num_classes"], f"{prefix}num_classes", where, lo=1 if name == "cmos_blur" else 2)
+    gia = m.get("gia") or {}
+    if not isinstance(gia, dict):
+        raise BsrError(f"{where}: {prefix}gia must be a mapping of switches")
+    bad = set(gia) - {"flow", "channel", "spatial"}
+    if bad:
+        raise BsrError(f"{where}: unknown key '{prefix}gia.{sorted(bad)[0]}' (known: channel, flow, spatial)")
+    for k, v in gia.items():
+        if not isinstance(v, bool):
+            raise BsrError(f"{where}: {prefix}gia.{k} must be true or false, got {v!r}")
+    if "window" in m:
+        w = m["window"]
+        if not isinstance(w, (list, tuple)) or len(w) != 2 or not all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in w):
+            raise BsrError(f"{where}: {prefix}window must be two positive integers [h, w], got {w!r}")
+    if "width" in m:
+        check_number(m["width"], f"{prefix}width", where, lo=0, hi=4, open_lo=True)
+    bw = m.get("backbone_weights")
+    if bw is not None and (not isinstance(bw, str) or not bw):
+        raise BsrError(f"{where}: {prefix}backbone_weights must be null or a weights file name, got {bw!r}")
+
+
+def check_crop(c, key: str, where: str, allow_none: bool = False) -> None:
+    """``data.crop``: a positive integer (square) or [h, w] positive integers (or null where allowed)."""
+    if c is None and allow_none:
+        return
+    ok = (isinstance(c, int) and not isinstance(c, bool) and c >= 1) or (
+        isinstance(c, (list, tuple)) and len(c) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in c))
+    if not ok:
+        raise BsrError(f"{where}: {key} must be a positive integer or [h, w]{' or null' if allow_none else ''}, "
+                       f"got {c!r}")
+
+
+def check_zoom(z, where: str) -> None:
+    """``data.zoom``: a non-empty list of zoom factors >= 1."""
+    if not isinstance(z, (list, tuple)) or not z or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 1 for x in z):
+        raise BsrError(f"{where}: data.zoom must be a non-empty list of factors >= 1, got {z!r}")
 
 
 class CMOSTask(Task):
@@ -44,9 +92,16 @@ class CMOSTask(Task):
         if cfg["model"]["name"] not in CMOS_MODELS:
             raise BsrError(f"{where}: model.name must be one of {', '.join(CMOS_MODELS)} for task cmos, "
                            f"got {cfg['model']['name']!r}")
-        bad = set(cfg["model"]["gia"]) - {"flow", "channel", "spatial"}
-        if bad:
-            raise BsrError(f"{where}: unknown key 'model.gia.{sorted(bad)[0]}' (known: channel, flow, spatial)")
+        check_cmos_model(cfg["model"], where)
+        d = cfg["data"]
+        check_crop(d["crop"], "data.crop", where, allow_none=True)
+        check_zoom(d["zoom"], where)
+        check_choice(d["zoom_rule"], "data.zoom_rule", where, ("physical", "paper"))
+        if not isinstance(d["hflip"], bool):
+            raise BsrError(f"{where}: data.hflip must be true or false, got {d['hflip']!r}")
+        for k, v in cfg["loss"].items():
+            check_number(v, f"loss.{k}", where, lo=0)
+        check_int(cfg["init"]["blur_bias_samples"], "init.blur_bias_samples", where, lo=0)
 
     def build_model(self, cfg):
         from bsrdata.models.checkpoint import model_kwargs
@@ -55,6 +110,7 @@ class CMOSTask(Task):
         kw = model_kwargs(cfg["model"], build=True)
         kw["window"] = tuple(kw["window"])
         return create_model(cfg["model"]["name"], **kw)
+
 
     def make_dataset(self, cfg, split, train):
         from bsrdata.dataset import BSRDataset

@@ -20,9 +20,55 @@ import torch
 import torch.nn.functional as F
 
 from bsrdata.errors import BsrError
-from bsrdata.models.engine.task import Task
+from bsrdata.models.engine.task import Task, check_choice, check_int, check_number
 
 SR_MODELS = ("rrdb_sft", "rrdb_sft_noseg")
+SR_SCALES = (2, 3, 4)  # PixelShuffle factors the SR head supports (the datasets here are built at 4)
+SR_INT_KEYS = ("nf", "nb", "gc", "prior_ch", "sft_hidden", "gia_groups")
+SR_KEYS = ("num_classes", "scale", "fusion", "img_residual", "gia_window") + SR_INT_KEYS
+CMOS_KW_KEYS = ("gia", "window", "width")
+
+
+def check_sr_model(m: dict, where: str, prefix: str = "model.", name: str | None = None) -> None:
+    """Constructor keywords of ``rrdb_sft`` / ``rrdb_sft_noseg`` (``m``: the model section or the chain's
+    ``sr_kw``; keys absent from ``m`` are not checked): ``num_classes`` >= 1; ``nf``, ``nb``, ``gc``,
+    ``prior_ch``, ``sft_hidden``, ``gia_groups`` positive integers with ``prior_ch`` divisible by
+    ``gia_groups`` (the GIA fusion splits the prior channels into groups); ``scale`` in :data:`SR_SCALES`;
+    ``fusion`` gia or sum; ``img_residual`` null, bicubic or bilinear."""
+    name = name or m.get("name")
+    if "num_classes" in m:
+        check_int(m["num_classes"], f"{prefix}num_classes", where, lo=1)
+    for k in SR_INT_KEYS:
+        if k in m:
+            check_int(m[k], f"{prefix}{k}", where, lo=1)
+    if "scale" in m:
+        check_choice(m["scale"], f"{prefix}scale", where, SR_SCALES)
+    if "fusion" in m:
+        check_choice(m["fusion"], f"{prefix}fusion", where, ("gia", "sum"))
+    if "img_residual" in m:
+        check_choice(m["img_residual"], f"{prefix}img_residual", where, (None, "bicubic", "bilinear"))
+    if "gia_window" in m:
+        w = m["gia_window"]
+        if not isinstance(w, (list, tuple)) or len(w) != 2 or not all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in w):
+            raise BsrError(f"{where}: {prefix}gia_window must be two positive integers [h, w], got {w!r}")
+    pc, g = m.get("prior_ch", 64), m.get("gia_groups", 8)
+    if name != "rrdb_sft_noseg" and m.get("fusion", "gia") == "gia" and pc % g:
+        raise BsrError(f"{where}: {prefix}gia_groups {g} does not divide {prefix}prior_ch {pc}")
+
+
+def _check_sr_data(cfg: dict, where: str) -> None:
+    from bsrdata.models.engine.task_cmos import check_crop, check_zoom
+
+    d = cfg["data"]
+    check_crop(d["crop"], "data.crop", where, allow_none=True)
+    check_zoom(d["zoom"], where)
+    check_choice(d["zoom_rule"], "data.zoom_rule", where, ("physical", "paper"))
+    for k in ("hflip", "rot90"):
+        if not isinstance(d[k], bool):
+            raise BsrError(f"{where}: data.{k} must be true or false, got {d[k]!r}")
+    check_number(cfg["loss"]["l1"], "loss.l1", where, lo=0)
+    check_int(cfg["eval"]["crop_border"], "eval.crop_border", where, lo=0)
 
 
 def _dataset_classes(root):
@@ -194,6 +240,8 @@ class RRDBSFTTask(_SRTaskBase):
         super().check_config(cfg, where)
         if cfg["model"]["name"] not in SR_MODELS:
             raise BsrError(f"{where}: model.name must be one of {', '.join(SR_MODELS)}, got {cfg['model']['name']!r}")
+        check_sr_model(cfg["model"], where)
+        _check_sr_data(cfg, where)
 
     def build_model(self, cfg):
         from bsrdata.models.checkpoint import model_kwargs
@@ -248,15 +296,36 @@ class BlindTask(_SRTaskBase):
                       "schedule": "constant", "warmup": 0}
 
     def check_config(self, cfg, where):
-        """Checks the names and fills the chain's architecture (model.cmos/sr, *_kw, num_classes) from the
-        stage-1/2 checkpoints' config.json, so the saved chain rebuilds without them."""
-        from bsrdata.models.checkpoint import model_kwargs, read_config
+        """Checks names and values of the dict only; the checkpoints are read by :meth:`resolve`."""
+        from bsrdata.models.engine.task_cmos import CMOS_MODELS, check_cmos_model
 
         super().check_config(cfg, where)
-        if cfg["model"]["name"] != "blind_sr":
-            raise BsrError(f"{where}: model.name must be blind_sr, got {cfg['model']['name']!r}")
+        m = cfg["model"]
+        if m["name"] != "blind_sr":
+            raise BsrError(f"{where}: model.name must be blind_sr, got {m['name']!r}")
         if not cfg["init"]["cmos_ckpt"]:
             raise BsrError(f"{where}: init.cmos_ckpt is required (the stage-1 CMOS checkpoint)")
+        for key in ("cmos_ckpt", "sr_ckpt"):
+            v = cfg["init"][key]
+            if v is not None and (not isinstance(v, str) or not v):
+                raise BsrError(f"{where}: init.{key} must be a checkpoint folder, got {v!r}")
+        check_choice(m["cmos"], "model.cmos", where, ("cmos", "cmos_blur"))
+        if m["sr"] not in SR_MODELS:
+            raise BsrError(f"{where}: model.sr must be one of {', '.join(SR_MODELS)}")
+        check_int(m["num_classes"], "model.num_classes", where, lo=0)
+        for part, known, check in (("cmos", CMOS_KW_KEYS, check_cmos_model), ("sr", SR_KEYS, check_sr_model)):
+            kw = m[f"{part}_kw"]
+            bad = sorted(set(kw) - set(known))
+            if bad:
+                raise BsrError(f"{where}: unknown key 'model.{part}_kw.{bad[0]}' (known: {', '.join(sorted(known))})")
+            check(kw, where, prefix=f"model.{part}_kw.", name=m[part])
+        _check_sr_data(cfg, where)
+
+    def resolve(self, cfg, where="config"):
+        """Fills the chain's architecture (model.cmos/sr, *_kw, num_classes) from the stage-1/2 checkpoints'
+        config.json, so the saved chain rebuilds without them. Reads only those files; returns ``cfg``."""
+        from bsrdata.models.checkpoint import model_kwargs, read_config
+
         for part, key in (("cmos", "cmos_ckpt"), ("sr", "sr_ckpt")):
             path = cfg["init"][key]
             if not path:
@@ -280,6 +349,7 @@ class BlindTask(_SRTaskBase):
             raise BsrError(f"{where}: model.sr must be one of {', '.join(SR_MODELS)}")
         if not cfg["model"]["num_classes"]:
             raise BsrError(f"{where}: model.num_classes is not set and the checkpoints do not give it")
+        return cfg
 
     def build_model(self, cfg):
         from bsrdata.models.checkpoint import model_kwargs

@@ -42,10 +42,11 @@ class Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
-        if device is not None:
-            self.device = torch.device(device)
-        elif cuda:
+        if device not in (None, "", "auto"):
+            from bsrdata.models.device import pick_device
+
+            self.device = pick_device(device, option="--device")  # one BsrError line for a bad name
+        elif torch.cuda.is_available():
             self.device = torch.device("cuda", self.local_rank if self.world > 1 else torch.cuda.current_device())
         else:
             self.device = torch.device("cpu")
@@ -225,31 +226,85 @@ def train(task, cfg: dict, data_root, out_dir, resume: bool = True, *, progress:
 
     ``resume``: continue from ``out_dir/last`` if it exists (its model section must equal ``cfg``'s);
     with ``resume=False`` an existing checkpoint there is an error (nothing is overwritten).
+
+    Before anything is written: ``device`` goes through :func:`bsrdata.models.device.pick_device`,
+    ``task.resolve(cfg)`` reads the files the config names, and the run folder is checked (a foreign
+    ``config.json`` or ``last/``, unreadable ``last/`` files: one BsrError line naming the file).
     """
     cfg = json.loads(json.dumps(cfg))  # plain JSON types, private copy
     cfg["data"]["root"] = os.path.abspath(os.fspath(data_root))
     out_dir = os.path.abspath(os.fspath(out_dir))
     t = cfg["train"]
     last = os.path.join(out_dir, LAST)
-    start = 0
-    if os.path.exists(os.path.join(last, checkpoint.CONFIG)):
-        if not resume:
-            raise BsrError(f"{out_dir}: already holds a run (last/); pass --resume to continue it or choose "
-                           f"another --out")
-        old = checkpoint.read_config(last)
-        if _comparable(old) != _comparable(cfg):
-            raise BsrError(f"{last}: checkpoint is {_comparable(old)}, the config asks for {_comparable(cfg)}")
-        start = int(torch.load(os.path.join(last, STATE), map_location="cpu", weights_only=True)["iteration"])
-    if t["threads"]:
-        torch.set_num_threads(int(t["threads"]))
-    dist = Dist(device)
+    dist = Dist(device)  # --device checked before anything is read or written
     try:
-        return _train(task, cfg, out_dir, last, start, dist, progress, stop_after, time_limit)
+        cfg = task.resolve(cfg)
+        start, state = _check_run_folder(out_dir, cfg, resume)
+        if t["threads"]:
+            torch.set_num_threads(int(t["threads"]))
+        return _train(task, cfg, out_dir, last, start, dist, progress, stop_after, time_limit, state)
     finally:
         dist.close()
 
 
-def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_limit=0.0):
+def _read_state(last) -> dict:
+    """``last/state.pt`` checked: a dict with ``iteration`` (int >= 1), ``optimizer`` and ``scaler`` dicts."""
+    path = os.path.join(last, STATE)
+    if not os.path.isfile(path):
+        raise BsrError(f"{path}: missing (the checkpoint in {last} is not a training checkpoint of bsr train)")
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable / foreign file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BsrError(f"{path}: unreadable ({first[:200]})") from None
+    if not isinstance(st, dict) or not all(k in st for k in ("iteration", "optimizer", "scaler")):
+        raise BsrError(f"{path}: not a bsr train state (needs iteration, optimizer, scaler)")
+    it = st["iteration"]
+    if not isinstance(it, int) or isinstance(it, bool) or it < 1:
+        raise BsrError(f"{path}: iteration must be a positive integer, got {it!r}")
+    if not isinstance(st["optimizer"], dict) or not isinstance(st["scaler"], dict):
+        raise BsrError(f"{path}: optimizer / scaler state is not a mapping")
+    return st
+
+
+def _check_run_folder(out_dir, cfg, resume):
+    """What ``out_dir`` holds, checked before anything is written -> ``(start iteration, state or None)``.
+
+    A folder ``last/`` without ``config.json``, a ``config.json`` that is not a run of this task, unreadable
+    checkpoint files, or a checkpoint of another model are one BsrError line naming the file."""
+    last = os.path.join(out_dir, LAST)
+    top = os.path.join(out_dir, "config.json")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise BsrError(f"{out_dir}: exists and is not a folder (--out)")
+    if os.path.isfile(top):
+        try:
+            with open(top, encoding="utf-8") as f:
+                run_cfg = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BsrError(f"{top}: not a run config of bsr train ({type(exc).__name__}); "
+                           "choose another --out") from None
+        if not isinstance(run_cfg, dict) or "train" not in run_cfg or "model" not in run_cfg:
+            raise BsrError(f"{top}: not a run config of bsr train; choose another --out")
+        if run_cfg.get("task") != cfg.get("task"):
+            raise BsrError(f"{top}: is a run of task {run_cfg.get('task')!r}, this run trains {cfg.get('task')!r}; "
+                           "choose another --out")
+    if not os.path.lexists(last):
+        return 0, None
+    if not os.path.isdir(last) or not os.path.isfile(os.path.join(last, checkpoint.CONFIG)):
+        raise BsrError(f"{last}: not a checkpoint of bsr train (no {checkpoint.CONFIG}); choose another --out")
+    if not resume:
+        raise BsrError(f"{out_dir}: already holds a run (last/); pass --resume to continue it or choose "
+                       f"another --out")
+    old = checkpoint.read_config(last)
+    if _comparable(old) != _comparable(cfg):
+        raise BsrError(f"{last}: checkpoint is {_comparable(old)}, the config asks for {_comparable(cfg)}")
+    if not os.path.isfile(os.path.join(last, checkpoint.WEIGHTS)):
+        raise BsrError(f"{os.path.join(last, checkpoint.WEIGHTS)}: missing")
+    st = _read_state(last)
+    return st["iteration"], st
+
+
+def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_limit=0.0, state=None):
     t = cfg["train"]
     if t["batch_size"] % dist.world:
         raise BsrError(f"train.batch_size: {t['batch_size']} does not split over {dist.world} processes")
@@ -258,15 +313,15 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
     task.check_data(cfg, dataset)
     _val_plan(cfg)
     torch.manual_seed(int(t["seed"]))
-    model = task.build_model(cfg).to(dist.device)
+    model = task.create_model(cfg).to(dist.device)
+    if start:
+        checkpoint.load_state(model, last)  # before anything is written: a foreign last/ fails here
+    else:
+        task.init_from_data(model, dataset, cfg)  # same data on every rank -> same initial weights
     report = getattr(model, "pretrained_report", None)
     if report is not None and dist.main:
         os.makedirs(out_dir, exist_ok=True)
         _write_json(os.path.join(out_dir, "pretrained.json"), report)
-    if start:
-        checkpoint.load_state(model, last)
-    else:
-        task.init_from_data(model, dataset, cfg)  # same data on every rank -> same initial weights
     if dist.world > 1 and dist.device.type == "cuda" and t["sync_bn"]:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.train()
@@ -280,9 +335,13 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
     use_amp = bool(t["amp"]) and dist.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if start:
-        st = torch.load(os.path.join(last, STATE), map_location="cpu", weights_only=True)
-        opt.load_state_dict(st["optimizer"])
-        scaler.load_state_dict(st["scaler"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BsrError(f"{os.path.join(last, STATE)}: optimizer state does not fit the model "
+                           f"({first[:200]})") from None
     sampler = StreamSampler(len(dataset), per_rank, int(t["seed"]), dist.rank, dist.world, start)
     workers = int(t["workers"])
     loader = DataLoader(_EpochIndexed(dataset), batch_sampler=sampler, num_workers=workers,
