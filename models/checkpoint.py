@@ -14,6 +14,7 @@ import os
 import torch
 
 from bsrdata.errors import BsrError
+from bsrdata.fileio import tmp_name, write_json_atomic
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -37,7 +38,7 @@ def save(path_dir, model: torch.nn.Module, config: dict) -> str:
     cfg_path = os.path.join(path_dir, CONFIG)
     if os.path.exists(cfg_path):
         os.remove(cfg_path)  # folder is incomplete until the new config lands
-    tmp = os.path.join(path_dir, WEIGHTS + ".tmp")
+    tmp = tmp_name(os.path.join(path_dir, WEIGHTS))
     state = _state(model)
     # safetensors refuses tensors that share memory; clone those
     seen = {}
@@ -46,13 +47,16 @@ def save(path_dir, model: torch.nn.Module, config: dict) -> str:
         if ptr is not None and ptr in seen:
             state[k] = v.clone()
         seen[ptr] = k
-    save_file(state, tmp, metadata={"format": "bsrdata-checkpoint/1"})
-    os.replace(tmp, os.path.join(path_dir, WEIGHTS))
-    tmp = cfg_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, cfg_path)
+    try:
+        save_file(state, tmp, metadata={"format": "bsrdata-checkpoint/1"})
+        with open(tmp, "rb+") as fh:  # safetensors does not fsync; the atomic-write rule does
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.path.join(path_dir, WEIGHTS))
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise BsrError(f"{os.path.join(path_dir, WEIGHTS)}: cannot write ({exc.strerror or exc})") from None
+    write_json_atomic(cfg_path, config, indent=2, sort_keys=True)  # last: the folder is complete
     return path_dir
 
 

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bsrdata.errors import BsrError
+from bsrdata.fileio import replace_dir, write_json_atomic
 from bsrdata.models import checkpoint
 
 LAST = "last"
@@ -147,16 +148,11 @@ def _to_device(batch, device):
 def _save_last(out_dir, model, cfg, optimizer, scaler, iteration):
     final = os.path.join(out_dir, LAST)
     tmp = final + ".tmp"
-    old = final + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     checkpoint.save(tmp, model, cfg)
     torch.save({"iteration": int(iteration), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},
                os.path.join(tmp, STATE))
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(final):
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, final)
 
 
 def _comparable(cfg):
@@ -164,11 +160,7 @@ def _comparable(cfg):
 
 
 def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=float)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, indent=2, sort_keys=True, default=float)
 
 
 class _CSV:
