@@ -3,7 +3,7 @@
 A dataset's test groups reference stored samples; a test image's space-variant (VA) rendering is shared by
 four groups. :class:`BenchData` turns the manifest's group lists into **units**: one per distinct stored
 LR image (shard, index), so each is super-resolved and scored once and its score counts in every group
-that contains it. Per-group PSNR/SSIM (Y channel, FACTS §9, optional border crop) is the mean over the
+that contains it. Per-group PSNR/SSIM (Y channel, docs/sr.md "Metrics", optional border crop) is the mean over the
 group's images; "Avg" is the mean of the group values (the paper's "average of 5 groups").
 
 Methods (:func:`get_method`) come from the registry :data:`METHODS`. This module registers ``bicubic``

@@ -1,6 +1,6 @@
 """Export a built dataset to plain image folders (numpy + OpenCV/Pillow; no torch).
 
-``format="cmos"``: the layout the public CMOS code reads (FACTS §3), files paired by sorted order::
+``format="cmos"``: the layout the public CMOS code reads (docs/pipeline.md), files paired by sorted order::
 
     out/{split}/GT/{key}.png          HR, 8-bit RGB                       (ungrouped splits: train, val)
     out/{split}/LRx4/{key}.png        LR, 8-bit RGB

@@ -1,4 +1,4 @@
-"""Image-quality metrics of the benchmark (numpy only; FACTS §9).
+"""Image-quality metrics of the benchmark (numpy only; docs/sr.md "Metrics").
 
 SR images (``psnr_y``, ``ssim_y``)
     Inputs are uint8 RGB arrays (H, W, 3). They are converted to the luma channel

@@ -1,6 +1,6 @@
 """Which renderings a dataset stores: splits, space-invariant (IVA) samples, the five test groups.
 
-A pure function of the seed and the key lists (DESIGN.md, FACTS §3):
+A pure function of the seed and the key lists (docs/pipeline.md):
 
 - Ungrouped split of n keys (train, Cityscapes val): ⌊n/5⌋ keys, chosen by the seed, are rendered
   invariant, the rest variant; each key is stored once.

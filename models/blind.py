@@ -1,4 +1,4 @@
-"""The blind SR chain (FACTS §7, stage 3): CMOS estimates σ and segmentation, RRDB-SFT super-resolves.
+"""The blind SR chain (paper §3.3, stage 3; docs/sr.md): CMOS estimates σ and segmentation, RRDB-SFT super-resolves.
 
 ``BlindSR(num_classes=40, cmos="cmos", sr="rrdb_sft", cmos_kw=None, sr_kw=None, freeze_cmos=True)``.
 Forward ``model(lr)`` with lr float (N, 3, h, w) RGB in [0, 1] returns

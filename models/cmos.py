@@ -1,4 +1,4 @@
-"""CMOS: joint blur-map and semantic estimation from one LR image (FACTS.md §6).
+"""CMOS: joint blur-map and semantic estimation from one LR image (paper §3; docs/cmos.md).
 
 ``CMOS(num_classes=40)``; forward ``model(lr)`` with lr float (N, 3, h, w) in [0, 1] returns
 ``{"blur": (N, 1, 4h, 4w) σ in HR pixels (no activation), "seg": (N, C, 4h, 4w) logits,

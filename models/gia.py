@@ -1,4 +1,4 @@
-"""GIA: group-wise interaction and alignment of two feature maps (CMOS paper, FACTS.md §6).
+"""GIA: group-wise interaction and alignment of two feature maps (CMOS paper §3; docs/cmos.md).
 
 ``GIA(in1, in2, channels, groups)`` takes x1 (N, in1, h1, w1) and x2 (N, in2, H, W) and returns either the
 pair (y1, y2), both (N, channels, H, W) on x2's grid, or their sum (``output="sum"``). Three parts, each

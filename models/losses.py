@@ -1,4 +1,4 @@
-"""Training losses (FACTS.md §6).
+"""Training losses (paper §3; docs/cmos.md).
 
 CMOS: ``L = w_b·L1(blur) + w_s·CE(seg, ignore 255) + aux·(L1(aux_blur) + CE(aux_seg))`` with aux = 0.5 as the
 public code (the paper writes a plain sum: aux = 1). L1 is the mean absolute σ error over all HR pixels;

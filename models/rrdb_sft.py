@@ -1,4 +1,4 @@
-"""RRDB-SFT: non-blind ×4 SR conditioned on a blur map and a segmentation map (FACTS §7).
+"""RRDB-SFT: non-blind ×4 SR conditioned on a blur map and a segmentation map (docs/sr.md).
 
 Priors at HR: the σ map (N, 1, H, W) -> 3×3 conv -> ``prior_ch``; the segmentation as **one channel of
 class indices** (not one-hot) -> 3×3 conv -> ``prior_ch``; one GIA (``groups`` = 8) fuses the two (sum);

@@ -10,7 +10,7 @@ whether the two builds are byte-identical, shard read rate through ``bsrdata.ope
 ``bsrdata.dataset.BSRDataset`` with a 2-worker torch DataLoader. ``--frames N`` runs a smaller build with
 the same 795:654 proportion; the projection to 1449 frames scales by the number of renderings.
 
-Budgets (DESIGN.md): ≤ 15 min with 2 workers for the whole build; ≥ 1.7× from 1 to 2 workers.
+Budgets (the project's targets): ≤ 15 min with 2 workers for the whole build; ≥ 1.7× from 1 to 2 workers.
 
     python perf/build.py                 # full size (long)
     python perf/build.py --frames 120    # reduced

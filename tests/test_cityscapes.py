@@ -15,7 +15,7 @@ try:
 except ImportError:  # tests/ is not a package: pytest puts it on sys.path
     import fakes
 
-# label id -> train id, spelled out from FACTS §4 (independent of cityscapesscripts)
+# label id -> train id, spelled out from the Cityscapes label table (independent of cityscapesscripts)
 TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
              26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 

@@ -1,6 +1,6 @@
 """Cityscapes (fine set, stereo) as a source.
 
-Layout (FACTS §4), ``root`` is the folder holding the unpacked packages::
+Layout (docs/sources.md), ``root`` is the folder holding the unpacked packages::
 
     root/leftImg8bit/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png    8-bit RGB
     root/rightImg8bit/{split}/{city}/..._rightImg8bit.png                           (disparity="sgbm")

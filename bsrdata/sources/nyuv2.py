@@ -1,6 +1,6 @@
 """NYU Depth v2 labelled set (``nyu_depth_v2_labeled.mat``, 1449 RGB-D frames) as a source.
 
-Files (FACTS §4):
+Files (docs/sources.md):
 - ``nyu_depth_v2_labeled.mat``: MATLAB v7.3 = HDF5, read with h5py one frame at a time (the 2.8 GB file
   is never loaded whole; the handle opens lazily, once per process, so the source pickles to workers).
   h5py shows MATLAB's axes reversed: ``images`` (N, 3, W, H) uint8 -> frame ``images[i].transpose(2, 1, 0)``

@@ -1,4 +1,4 @@
-"""Training tasks of the SR stages (FACTS §7–8): ``rrdb-sft`` (stage 2) and ``blind`` (stage 3).
+"""Training tasks of the SR stages (docs/sr.md): ``rrdb-sft`` (stage 2) and ``blind`` (stage 3).
 
 ``RRDBSFTTask``: RRDB-SFT on the ground-truth σ map and segmentation, L1 on the SR image. Augmentation:
 random HR crops (``data.crop``, LR-aligned), horizontal flips and zoom in the dataset, plus a random
