@@ -123,30 +123,31 @@ class BenchData:
     """
 
     def __init__(self, root, groups=None, *, split=None):
-        from bsrdata.manifest import NAME, read_manifest, sha256_file
+        from bsrdata.manifest import ABSENT, NAME, load_manifest, sha256_file
 
         self.root = os.fspath(root)
-        m = read_manifest(self.root)
+        m = load_manifest(self.root)
         self.manifest = m
         self.manifest_path = os.path.join(self.root, NAME)
         self.manifest_sha256 = sha256_file(self.manifest_path)
-        attrs = m.get("attrs") or {}
+        attrs = m.attrs or {}
         self.scale = int(attrs.get("scale", 4))
         self.sigma_max = float(attrs.get("sigma_max", (attrs.get("max_coc", 21) - 1) / 4))
-        self.num_classes = (m.get("source") or {}).get("num_classes")
+        ncls = m.source.num_classes if m.source not in (ABSENT, None) else None
+        self.num_classes = None if ncls is ABSENT else ncls
         self.units: dict[str, Unit] = {}
         self.groups: dict = {}
         self._by_ref: dict[tuple, str] = {}
         self._used: set[str] = set()
         if split is not None:
-            if split not in m.get("splits", {}):
-                have = ", ".join(sorted(m.get("splits", {}))) or "none"
+            if split not in m.splits:
+                have = ", ".join(sorted(m.splits)) or "none"
                 raise BsrError(f"{self.manifest_path}: no split '{split}' (has {have})")
             self.group_ids = [split]
-            self.groups[split] = [self._unit(sh["path"], i, k, inv) for sh in m["splits"][split]["shards"]
-                                  for i, (k, inv) in enumerate(zip(sh["keys"], sh["invariant"]))]
+            self.groups[split] = [self._unit(sh.path, i, k, inv) for sh in m.splits[split].shards
+                                  for i, (k, inv) in enumerate(zip(sh.keys, sh.invariant))]
             return
-        available = sorted(int(g) for g in m["groups"] if str(g).isdigit() and m["groups"][g])
+        available = sorted(int(g) for g in m.groups if str(g).isdigit() and m.groups[g])
         wanted = parse_groups(groups) if not isinstance(groups, list) else groups
         for g in wanted:
             if g not in available:
@@ -154,8 +155,7 @@ class BenchData:
                 raise BsrError(f"{self.manifest_path}: no test group {g} (groups present: {have})")
         self.group_ids = wanted
         for g in wanted:
-            self.groups[g] = [self._unit(e["shard"], e["index"], e["key"], e["invariant"])
-                              for e in m["groups"][str(g)]]
+            self.groups[g] = [self._unit(e.shard, e.index, e.key, e.invariant) for e in m.groups[str(g)]]
 
     def _unit(self, shard, index, key, invariant) -> str:
         """The uid of stored sample (shard, index), made on first sight (one unit per stored image)."""

@@ -32,7 +32,7 @@ def eval_groups(text, available) -> list[int]:
 def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progress=True, limit=0):
     """Score the CMOS checkpoint ``ckpt`` (run or checkpoint folder) on ``data`` -> (rows, markdown)."""
     from bsrdata.fileio import sha256_file, write_json_atomic, write_text_atomic
-    from bsrdata.manifest import read_manifest
+    from bsrdata.manifest import load_manifest
     from bsrdata.models.checkpoint import WEIGHTS, load, read_config, resolve_dir
     from bsrdata.models.device import pick_device
     from bsrdata.models.engine.task_cmos import CMOS_MODELS, dataset_num_classes, evaluate_cmos
@@ -46,14 +46,14 @@ def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progr
     name = cfg["model"]["name"]
     if name not in CMOS_MODELS:
         raise BsrError(f"--ckpt {ckpt}: checkpoint is a {name!r} model, not CMOS ({', '.join(CMOS_MODELS)})")
-    m = read_manifest(data)
+    m = load_manifest(data)
     n = dataset_num_classes(m)
     ncls = cfg["model"].get("num_classes")
     if name != "cmos_blur" and n is not None and n != ncls:
         raise BsrError(f"--ckpt {ckpt}: model predicts {ncls} classes, dataset {data} has {n}")
-    if split not in m.get("splits", {}):
-        raise BsrError(f"--split: {split!r} not in {data} (has {', '.join(sorted(m.get('splits', {})))})")
-    groups = eval_groups(group, m.get("groups", {})) if split == "test" and m.get("groups") else None
+    if split not in m.splits:
+        raise BsrError(f"--split: {split!r} not in {data} (has {', '.join(sorted(m.splits))})")
+    groups = eval_groups(group, m.groups) if split == "test" and m.groups else None
     model, cfg = load(ck)
     model.to(pick_device(device or "auto"))
     bar = None

@@ -80,7 +80,7 @@ def main(argv=None):
     from bsrdata.models.engine.config import apply_overrides, read_yaml
     from bsrdata.models.engine.task_cmos import CMOSTask, dataset_num_classes, evaluate_cmos
     from bsrdata.models.engine.budget import train_within
-    from bsrdata.manifest import read_manifest
+    from bsrdata.manifest import load_manifest
 
     t0 = time.perf_counter()
     if args.build and not os.path.isfile(os.path.join(args.data, "manifest.json")):
@@ -88,7 +88,7 @@ def main(argv=None):
                         str(args.train), "--test", str(args.test), "--size", args.size, "--workers", "2", "-q"],
                        check=True, cwd=ROOT)
     t_build = time.perf_counter() - t0
-    m = read_manifest(args.data)
+    m = load_manifest(args.data)
     ncls = dataset_num_classes(m)
     task = CMOSTask()
     user = apply_overrides(read_yaml(args.config), [f"model.num_classes={ncls}"] + list(args.sets))
@@ -97,7 +97,7 @@ def main(argv=None):
     res, spi, t_train, _ = train_within(task, cfg, args.data, args.out, budget)
     model = res["model"].eval()
 
-    groups = sorted(int(g) for g in m["groups"])
+    groups = sorted(int(g) for g in m.groups)
     t2 = time.perf_counter()
     rows_model = evaluate_cmos(model, args.data, groups)
     t_eval = time.perf_counter() - t2

@@ -43,7 +43,7 @@ def main(argv=None):
     import torch
 
     from bsrdata import benchmark as bm
-    from bsrdata.manifest import read_manifest
+    from bsrdata.manifest import load_manifest
     from bsrdata.models.engine.config import apply_overrides, read_yaml
     from bsrdata.models.engine.budget import train_within
     from bsrdata.models.engine.task import get_task
@@ -56,8 +56,7 @@ def main(argv=None):
                         str(args.train), "--test", str(args.test), "--size", args.size, "--workers", "2", "-q"],
                        check=True, cwd=ROOT)
     t_build = time.perf_counter() - t0
-    m = read_manifest(args.data)
-    ncls = int((m.get("source") or {}).get("num_classes") or m["attrs"].get("num_classes"))
+    ncls = int(load_manifest(args.data).num_classes)
     os.makedirs(args.out, exist_ok=True)
 
     task = get_task("rrdb-sft")

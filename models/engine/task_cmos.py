@@ -15,15 +15,10 @@ from bsrdata.models.losses import cmos_loss
 CMOS_MODELS = ("cmos", "cmos_blur", "cmos_seg")
 
 
-def dataset_num_classes(manifest: dict):
-    """The class count a built dataset declares (manifest ``source.num_classes`` or ``attrs``), or None."""
-    if hasattr(manifest, "num_classes"):  # a bsrdata.manifest.Manifest
-        return manifest.num_classes
-    for sec in ("source", "attrs"):
-        v = (manifest.get(sec) or {}).get("num_classes") if isinstance(manifest.get(sec), dict) else None
-        if isinstance(v, int):
-            return v
-    return None
+def dataset_num_classes(manifest):
+    """The class count a built dataset declares (a :class:`bsrdata.manifest.Manifest`: ``source.num_classes``,
+    else ``attrs["num_classes"]``), or None."""
+    return manifest.num_classes
 
 
 def check_cmos_model(m: dict, where: str, prefix: str = "model.", name: str | None = None) -> None:

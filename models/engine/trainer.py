@@ -186,17 +186,17 @@ def _val_plan(cfg):
     split = d.get("val_split")
     if not split:
         return None
-    from bsrdata.manifest import read_manifest
+    from bsrdata.manifest import load_manifest
 
-    m = read_manifest(d["root"])
-    if split not in m.get("splits", {}):
+    m = load_manifest(d["root"])
+    if split not in m.splits:
         return None
-    if split != "test" or not m.get("groups"):
+    if split != "test" or not m.groups:
         return split, None
     groups = [int(g) for g in t["val_groups"]]
-    missing = [g for g in groups if str(g) not in m["groups"]]
+    missing = [g for g in groups if str(g) not in m.groups]
     if missing:
-        raise BsrError(f"train.val_groups: {missing} not in {d['root']} (has {', '.join(sorted(m['groups']))})")
+        raise BsrError(f"train.val_groups: {missing} not in {d['root']} (has {', '.join(sorted(m.groups))})")
     return split, groups
 
 
