@@ -349,9 +349,8 @@ def _warm_up(cfg):
     """Run the configured renderer once on a tiny frame so numba compiles (or loads its cache) here, before
     the workers fork: they inherit the compiled code instead of each compiling it."""
     from bsrdata.degrade import synthesize
-    from bsrdata.sources.base import Record
-
     from bsrdata.render import set_render_threads
+    from bsrdata.sources.base import Record
 
     s = cfg.scale
     h = w = 4 * s
@@ -422,7 +421,8 @@ def _find_part_manifests(part):
         return [part]
     if not os.path.isdir(part):
         raise BsrError(f"{part}: no such folder or manifest")
-    found = sorted(os.path.join(part, n) for n in os.listdir(part) if re.fullmatch(r"manifest-part-\d+-of-\d+\.json", n))
+    found = sorted(os.path.join(part, n) for n in os.listdir(part)
+                   if re.fullmatch(r"manifest-part-\d+-of-\d+\.json", n))
     if not found:
         if os.path.isfile(os.path.join(part, NAME)):
             return [os.path.join(part, NAME)]

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from bsrdata.errors import BsrError
-from bsrdata.metrics import to_uint8  # noqa: F401  (the one float -> uint8 rule; used below, re-exported)
+from bsrdata.metrics import to_uint8
 
 RENDERERS = ("layered", "gather")
 DOWNSAMPLERS = ("direct", "bicubic")
@@ -112,7 +112,8 @@ def sample_rng(seed, key, group=0) -> np.random.Generator:
 
     Stable across processes, platforms and Python hash seeds; depends on nothing else.
     """
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(_hash_words("bsrdata-sample", int(seed), str(key), int(group)))))
+    words = _hash_words("bsrdata-sample", int(seed), str(key), int(group))
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words)))
 
 
 # ----------------------------------------------------------------------------------------- downsampling
@@ -121,7 +122,8 @@ def _cubic(x):
     ax = np.abs(x)
     ax2 = ax * ax
     ax3 = ax2 * ax
-    return (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2))
+    return ((1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1)
+            + (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2)))
 
 
 def _resize_weights(in_len: int, out_len: int, scale: float) -> np.ndarray:

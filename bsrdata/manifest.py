@@ -32,8 +32,9 @@ import re
 from typing import Any
 
 from bsrdata.errors import BsrError
+
 # re-exported: other modules import these two from here
-from bsrdata.fileio import sha256_file, write_json_atomic  # noqa: F401
+from bsrdata.fileio import sha256_file, write_json_atomic
 
 FORMAT = "bsrdata-manifest/1"
 NAME = "manifest.json"

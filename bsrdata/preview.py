@@ -1,9 +1,9 @@
 """One PNG panel of a built dataset: a row per sample (HR, LR upscaled, blur map, segmentation, depth).
 
-Drawn with numpy + Pillow only (:func:`blur_colour`, the σ map of ``bsr sr``, labels its bar with OpenCV). The blur map uses a viridis-like colour map over [0, σ_max] with a colour
-bar labelled in σ (HR pixels); segmentation uses a fixed palette (255 = ignore is black); depth uses a
-grey ramp (near = bright) over the frame's own range, and a grey tile saying "no depth" when the dataset
-was built without ``--with-depth``.
+Drawn with numpy + Pillow only (:func:`blur_colour`, the σ map of ``bsr sr``, labels its bar with OpenCV). The blur
+map uses a viridis-like colour map over [0, σ_max] with a colour bar labelled in σ (HR pixels); segmentation uses a
+fixed palette (255 = ignore is black); depth uses a grey ramp (near = bright) over the frame's own range, and a grey
+tile saying "no depth" when the dataset was built without ``--with-depth``.
 """
 
 from __future__ import annotations

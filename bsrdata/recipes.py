@@ -61,8 +61,9 @@ def validate_recipe(recipe, where="recipe"):
         raise BsrError(f"{where}: seed must be a non-negative integer, got {seed!r}")
     if not isinstance(recipe["degrade"], dict):
         raise BsrError(f"{where}: degrade must be an object")
-    from bsrdata.degrade import DegradeConfig
     import dataclasses
+
+    from bsrdata.degrade import DegradeConfig
 
     names = {f.name for f in dataclasses.fields(DegradeConfig)}
     unknown = set(recipe["degrade"]) - names

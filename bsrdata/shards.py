@@ -171,7 +171,8 @@ class ShardWriter:
             self._open(hr.shape[:2], lr.shape[:2])
         if hr.shape[:2] != self.shape:
             raise BsrError(f"{key}: frame {hr.shape[0]}x{hr.shape[1]} differs from the other frames of "
-                           f"{os.path.basename(self.path)} ({self.shape[0]}x{self.shape[1]}); a shard needs equal sizes")
+                           f"{os.path.basename(self.path)} ({self.shape[0]}x{self.shape[1]}); "
+                           "a shard needs equal sizes")
         f, i = self.f, self.i
         arrays = []
         for fd in self.fields:  # check every field first, then write them in table order
@@ -215,7 +216,7 @@ class ShardWriter:
         if self.f is not None:
             try:
                 self.f.close()
-            except Exception:  # noqa: BLE001 - best effort on an already failing path
+            except Exception:
                 pass
             self.f = None
         if os.path.exists(self.tmp):
@@ -411,7 +412,8 @@ class DatasetView(Sequence):
     """A read-only sequence of Sample dicts over a built dataset's shards.
 
     ``len(view)``, ``view[i]`` (a dict: key, hr, lr, blur, seg or None, depth or None, invariant, params),
-    ``view.keys`` (list of str), ``view.invariant`` (list of bool), ``view.attrs`` (dict), ``view.manifest`` (a :class:`bsrdata.manifest.Manifest`).
+    ``view.keys`` (list of str), ``view.invariant`` (list of bool), ``view.attrs`` (dict), ``view.manifest``
+    (a :class:`bsrdata.manifest.Manifest`).
     HDF5 files are opened lazily and re-opened in a forked process (safe for DataLoader workers).
     """
 
@@ -478,7 +480,7 @@ class DatasetView(Sequence):
         for f in self._files.values():
             try:
                 f.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         self._files = {}
 
@@ -490,7 +492,7 @@ class DatasetView(Sequence):
     def __del__(self):
         try:
             self.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 

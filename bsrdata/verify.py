@@ -159,8 +159,9 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
                     out["samples"] += meta["n"]
             except BsrError as exc:
                 problems.append(str(exc))
-            except Exception as exc:  # noqa: BLE001 - corrupt HDF5 raises many kinds of errors
-                problems.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                problems.append(f"{path}: unreadable ({type(exc).__name__}: {first})")
             out["shards"] += 1
             if progress is not None:
                 progress(done, total)

@@ -73,7 +73,8 @@ class _Bar:
               help="oracle: RRDB-SFT checkpoint; cmos+rrdb_sft: a blind-chain checkpoint, or RRDB-SFT with "
                    "--cmos-ckpt.")
 @click.option("--cmos-ckpt", default=None, type=click.Path(), help="cmos+rrdb_sft: CMOS checkpoint (stage 1).")
-@click.option("--device", default="auto", show_default=True, help="Torch device of the torch methods (auto, cpu, cuda).")
+@click.option("--device", default="auto", show_default=True,
+              help="Torch device of the torch methods (auto, cpu, cuda).")
 @click.option("--shell", is_flag=True, help="Run command: methods through /bin/sh (default: no shell).")
 @click.option("--chunk", default=32, show_default=True, type=int, help="LR images per call of a command: method.")
 @click.option("--timeout", default=None, type=float, help="Seconds allowed per command: call.")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-
 import click
 
 from bsrdata.cli.progress import bar_callback
-
-from bsrdata.errors import BsrError
 
 DEMO_TRAIN, DEMO_TEST, DEMO_SIZE = 40, 15, "240x320"
 

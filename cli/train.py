@@ -15,7 +15,8 @@ from bsrdata.errors import BsrError
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML config (defaults if omitted)")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="run folder")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. train.iterations=100")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="override a config key, e.g. train.iterations=100")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 def train(task_name, data, config, out, resume, sets, device, no_progress):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from bsrdata.cli.progress import bar_callback
-
 from bsrdata.errors import BsrError
 
 

@@ -82,7 +82,8 @@ def model_kwargs(model_cfg: dict, *, build: bool = False) -> dict:
 
 def load_state(model: torch.nn.Module, path_dir) -> None:
     """Copy the checkpoint's tensors into ``model`` strictly (BsrError on any name or shape mismatch)."""
-    from bsrdata.models.weights import load_state as copy_state, read_weights
+    from bsrdata.models.weights import load_state as copy_state
+    from bsrdata.models.weights import read_weights
 
     w = os.path.join(os.fspath(path_dir), WEIGHTS)
     if not os.path.isfile(w):

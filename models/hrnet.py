@@ -33,7 +33,8 @@ def scaled_config(width: float = 1.0) -> dict:
     cfg = {k: dict(v) for k, v in W18_SMALL_V2.items()}
     cfg["stage1"]["channels"] = max(4, int(round(64 * width)))
     for n in (2, 3, 4):
-        cfg[f"stage{n}"]["channels"] = tuple(max(2, int(round(c * width))) for c in W18_SMALL_V2[f"stage{n}"]["channels"])
+        base = W18_SMALL_V2[f"stage{n}"]["channels"]
+        cfg[f"stage{n}"]["channels"] = tuple(max(2, int(round(c * width))) for c in base)
     return cfg
 
 

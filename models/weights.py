@@ -95,7 +95,7 @@ def read_weights(path, *, what: str = "weights", expected: str | None = None) ->
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch/safetensors raise many types for bad files
+    except Exception as exc:
         kind = "safetensors" if safetensors else "PyTorch weights"
         hint = f"; expected {expected}" if expected else ""
         safe = "" if safetensors else ", loaded without unpickling arbitrary objects"
@@ -135,11 +135,11 @@ def load_state(module: nn.Module, state: Mapping, *, source: str, strict: bool =
                target: str = "the model") -> LoadReport:
     """Copy the tensors of ``state`` whose name and shape fit into ``module``; return a :class:`LoadReport`.
 
-    ``source`` names the file in messages; ``target`` names the network ("CREStereo", "the model in
-    config.json"). ``key_map`` renames the file's keys first (a dict (keys not in it unchanged), or a
-    function; a key mapped to None is dropped). ``strict``: any missing, unexpected or wrong-shape key raises one BsrError line
-    ``"<source>: weights do not fit <target>: <summary>"`` and nothing is copied; otherwise the tensors
-    that fit are copied and the rest reported. Values are cast to the module's dtypes by ``load_state_dict``.
+    ``source`` names the file in messages; ``target`` names the network ("CREStereo", "the model in config.json").
+    ``key_map`` renames the file's keys first (a dict (keys not in it unchanged), or a function; a key mapped to
+    None is dropped). ``strict``: any missing, unexpected or wrong-shape key raises one BsrError line ``"<source>:
+    weights do not fit <target>: <summary>"`` and nothing is copied; otherwise the tensors that fit are copied and
+    the rest reported. Values are cast to the module's dtypes by ``load_state_dict``.
     """
     if key_map is not None:
         rename = (lambda k: key_map.get(k, k)) if isinstance(key_map, Mapping) else key_map

@@ -98,7 +98,7 @@ def torch_rate(root, split="train", workers=2, max_items=400):
         import torch
 
         from bsrdata.dataset import BSRDataset
-    except Exception as exc:  # noqa: BLE001 - optional part of the bench
+    except Exception as exc:
         return None, f"unavailable ({exc})"
     ds = BSRDataset(root, split)
     n = min(len(ds), max_items)
@@ -177,7 +177,8 @@ def main(argv=None):
             sh = lambda m: [x["sha256"] for sp in m["splits"].values() for x in sp["shards"]]  # noqa: E731
             res["byte_identical"] = sh(m1) == sh(m2)
         full_renderings = FULL_TRAIN + (FULL_FRAMES - FULL_TRAIN) + 5 * ((FULL_FRAMES - FULL_TRAIN) // 5)
-        res["projected_full_s"] = {nw: r["seconds"] * full_renderings / r["renderings"] for nw, r in res["runs"].items()}
+        res["projected_full_s"] = {nw: r["seconds"] * full_renderings / r["renderings"]
+                                   for nw, r in res["runs"].items()}
         last = os.path.join(work, f"out{ws[-1]}")
         res["read_rate_open_dataset"] = read_rate(last)
         rate, why = (None, "skipped") if a.no_torch else torch_rate(last)

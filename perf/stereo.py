@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bsrdata import stereo  # noqa: E402
+from bsrdata import stereo
 
 
 def scores(disp, gt, mask):

@@ -76,11 +76,11 @@ def main(argv=None):
 
     import torch
 
-    from bsrdata.tables import eval_markdown as format_markdown
+    from bsrdata.manifest import load_manifest
+    from bsrdata.models.engine.budget import train_within
     from bsrdata.models.engine.config import apply_overrides, read_yaml
     from bsrdata.models.engine.task_cmos import CMOSTask, dataset_num_classes, evaluate_cmos
-    from bsrdata.models.engine.budget import train_within
-    from bsrdata.manifest import load_manifest
+    from bsrdata.tables import eval_markdown as format_markdown
 
     t0 = time.perf_counter()
     if args.build and not os.path.isfile(os.path.join(args.data, "manifest.json")):

@@ -42,12 +42,12 @@ def main(argv=None):
 
     import torch
 
+    import bsrdata.models.bench_methods  # noqa: F401  (registers oracle, cmos+rrdb_sft)
     from bsrdata import benchmark as bm
     from bsrdata.manifest import load_manifest
-    from bsrdata.models.engine.config import apply_overrides, read_yaml
     from bsrdata.models.engine.budget import train_within
+    from bsrdata.models.engine.config import apply_overrides, read_yaml
     from bsrdata.models.engine.task import get_task
-    import bsrdata.models.bench_methods  # noqa: F401  (registers oracle, cmos+rrdb_sft)
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -56,7 +56,8 @@ def main(argv=None):
                         str(args.train), "--test", str(args.test), "--size", args.size, "--workers", "2", "-q"],
                        check=True, cwd=ROOT)
     t_build = time.perf_counter() - t0
-    ncls = int(load_manifest(args.data).num_classes)
+    m = load_manifest(args.data)
+    ncls = int(m.num_classes)
     os.makedirs(args.out, exist_ok=True)
 
     task = get_task("rrdb-sft")
@@ -76,7 +77,7 @@ def main(argv=None):
                                                        args.cmos_minutes * 60.0)
         cmos_iters = cres["iterations"]
 
-    groups = sorted(int(g) for g in m["groups"])
+    groups = sorted(int(g) for g in m.groups)
     data = bm.BenchData(args.data, groups)
     methods = [bm.get_method("bicubic"), bm.get_method("oracle", ckpt=sr_ckpt, device="cpu")]
     if cmos_ckpt:

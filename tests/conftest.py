@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # one numba thread for the renderer in the test processes: xdist already runs one worker per core
 # (test_render checks 1 against 2 threads in a subprocess)
-from bsrdata.render import set_render_threads  # noqa: E402
+from bsrdata.render import set_render_threads
 
 set_render_threads(1)
 

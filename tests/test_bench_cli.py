@@ -4,9 +4,9 @@ import json
 import sys
 
 import pytest
+from sr_fakes import make_bench_dataset
 
 from bsrdata.cli.main import main
-from sr_fakes import make_bench_dataset
 
 
 @pytest.fixture(scope="module")

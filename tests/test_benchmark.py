@@ -9,13 +9,13 @@ import textwrap
 
 import numpy as np
 import pytest
+from sr_fakes import make_bench_dataset
 
 from bsrdata import benchmark as bm
 from bsrdata.degrade import imresize_bicubic
 from bsrdata.errors import BsrError
 from bsrdata.metrics import psnr_y, ssim_y, to_uint8
 from bsrdata.shards import read_sample
-from sr_fakes import make_bench_dataset
 
 
 @pytest.fixture(scope="module")

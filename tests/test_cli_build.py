@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from bsrdata.build import build_dataset
+from bsrdata.cli.main import main
 from bsrdata.degrade import DegradeConfig
 from bsrdata.errors import BsrError
 from bsrdata.sources.base import Record
 from bsrdata.verify import verify_dataset
-from bsrdata.cli.main import main
 
 TINY = ["--train", "3", "--test", "5", "--size", "32x48", "--no-middlebury", "--renderer", "gather", "-q"]
 

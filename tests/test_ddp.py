@@ -5,10 +5,10 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-
 from engine_fakes import TinyTask, small_cfg
-from bsrdata.models.engine.trainer import train
 from sr_fakes import make_bench_dataset
+
+from bsrdata.models.engine.trainer import train
 
 
 def _free_port():

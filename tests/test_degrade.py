@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from bsrdata.degrade import (DegradeConfig, downsample, imresize_bicubic, sample_rng, synthesize, to_uint8)
+from bsrdata.degrade import DegradeConfig, downsample, imresize_bicubic, sample_rng, synthesize, to_uint8
 from bsrdata.errors import BsrError
 from bsrdata.sources.base import Record
 
 
 # ------------------------------------------------------------------------------------------ config
-@pytest.mark.parametrize("mc, msg", [(20, "even"), (1, "too small"), (2, "too small"), (22, "even"), (21.5, "odd integer"),
-                                     ("x", "odd integer")])
+@pytest.mark.parametrize("mc, msg", [(20, "even"), (1, "too small"), (2, "too small"), (22, "even"),
+                                     (21.5, "odd integer"), ("x", "odd integer")])
 def test_bad_max_coc(mc, msg):
     with pytest.raises(BsrError, match=msg) as e:
         DegradeConfig(max_coc=mc)

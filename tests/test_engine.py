@@ -7,17 +7,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from bsrdata.errors import BsrError
 from engine_fakes import TinyCMOS, TinyTask, small_cfg
-from bsrdata.models import checkpoint
-from bsrdata.models.engine.task import TRAIN_DEFAULTS, merge_config
-from bsrdata.models.engine.task_cmos import CMOSTask
-from bsrdata.models.engine.task import TASKS, get_task
-from bsrdata.models.engine.trainer import StreamSampler, lr_at, train
-from bsrdata.models.losses import cmos_loss
 from sr_fakes import make_bench_dataset
 
+from bsrdata.errors import BsrError
+from bsrdata.models import checkpoint
+from bsrdata.models.engine.task import TASKS, TRAIN_DEFAULTS, get_task, merge_config
+from bsrdata.models.engine.task_cmos import CMOSTask
+from bsrdata.models.engine.trainer import StreamSampler, lr_at, train
+from bsrdata.models.losses import cmos_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -230,7 +228,8 @@ def test_cli_bad_config_and_labels(tmp_path, data):
                         "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 1 and "unknown key 'train.iterationz'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
-    r = subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "train", "nope", "--data", data, "--out", str(tmp_path / "r")],
+    r = subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "train", "nope", "--data", data,
+                        "--out", str(tmp_path / "r")],
                        capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 1 and "unknown task 'nope'" in r.stderr
 
@@ -245,8 +244,9 @@ def test_bad_val_groups_fail_before_training(tmp_path, data):
 
 
 def test_blur_bias_starts_at_training_mean_sigma(tmp_path):
-    from bsrdata.dataset import BSRDataset
     from test_torch_dataset import make_coord_dataset
+
+    from bsrdata.dataset import BSRDataset
 
     root = make_coord_dataset(str(tmp_path / "d"), sigma=2.5)
     task = CMOSTask()
@@ -434,5 +434,6 @@ def test_cli_device_through_pick_device(tmp_path, data):
                        ["--device", "bogus", "--set", "model.width=0.25"], capture_output=True, text=True,
                        cwd=ROOT, env=env)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines() == ["bsr: error: --device: unknown device 'bogus' (use auto, cpu, cuda or cuda:N)"]
+    assert r.stderr.strip().splitlines() == [
+        "bsr: error: --device: unknown device 'bogus' (use auto, cpu, cuda or cuda:N)"]
     assert not (tmp_path / "r").exists()

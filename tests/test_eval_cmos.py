@@ -7,13 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 from skimage.metrics import structural_similarity
+from sr_fakes import make_bench_dataset
 
-from bsrdata.shards import open_dataset
 from bsrdata.cli.main import main
 from bsrdata.models import checkpoint, create_model
 from bsrdata.models.engine.task_cmos import evaluate_cmos
-from sr_fakes import make_bench_dataset
-
+from bsrdata.shards import open_dataset
 
 C = 4
 
@@ -102,7 +101,8 @@ def _run(argv, capsys):
 def test_cli_eval_outputs_and_bad_checkpoints(tmp_path, data, capsys):
     torch.manual_seed(0)
     ck = tmp_path / "run" / "last"
-    checkpoint.save(ck, create_model("cmos", num_classes=C), {"task": "cmos", "model": {"name": "cmos", "num_classes": C}})
+    checkpoint.save(ck, create_model("cmos", num_classes=C),
+                    {"task": "cmos", "model": {"name": "cmos", "num_classes": C}})
     code, out, err = _run(["eval", "cmos", "--data", data, "--ckpt", str(tmp_path / "run"), "--out",
                            str(tmp_path / "res")], capsys)
     assert code == 0, err
@@ -129,7 +129,8 @@ def test_cli_eval_outputs_and_bad_checkpoints(tmp_path, data, capsys):
 def test_group_ranges_limit_and_split(tmp_path, data, capsys):
     torch.manual_seed(0)
     ck = tmp_path / "ck"
-    checkpoint.save(ck, create_model("cmos", num_classes=C), {"task": "cmos", "model": {"name": "cmos", "num_classes": C}})
+    checkpoint.save(ck, create_model("cmos", num_classes=C),
+                    {"task": "cmos", "model": {"name": "cmos", "num_classes": C}})
     code, out, err = _run(["eval", "cmos", "--data", data, "--ckpt", str(ck), "--groups", "1-2"], capsys)
     assert code == 0, err
     assert "| Group1 |" in out and "| Group2 |" in out and "Group3" not in out

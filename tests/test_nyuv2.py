@@ -7,6 +7,7 @@ import scipy.io
 
 from bsrdata.errors import BsrError
 from bsrdata.sources.nyuv2 import NYUv2Source
+
 try:
     from tests import fakes
 except ImportError:  # tests/ is not a package: pytest puts it on sys.path

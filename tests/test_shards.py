@@ -138,6 +138,7 @@ def test_read_validation(tmp_path):
 def test_get_reads_only_the_requested_fields(tmp_path):
     """``DatasetView.get(i, fields)`` returns exactly those fields, equal to the full read."""
     import pytest
+
     from bsrdata import open_dataset
     from bsrdata.build import build_dataset
     from bsrdata.degrade import DegradeConfig

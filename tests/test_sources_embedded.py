@@ -33,7 +33,8 @@ def test_synthetic_records(syn):
 
 
 def test_synthetic_deterministic_per_key(syn):
-    a, b = syn.load("synth-train-0001"), SyntheticSource(n_train=3, n_test=2, size=(60, 80), seed=4).load("synth-train-0001")
+    other = SyntheticSource(n_train=3, n_test=2, size=(60, 80), seed=4)
+    a, b = syn.load("synth-train-0001"), other.load("synth-train-0001")
     assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.depth, b.depth) and np.array_equal(a.seg, b.seg)
     c = syn.load("synth-train-0002")
     assert not np.array_equal(a.depth, c.depth)

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sr_fakes import make_bench_dataset
 
 import bsrdata.models.bench_methods  # noqa: F401  (registers oracle, cmos+rrdb_sft)
 from bsrdata import benchmark as bm
-from bsrdata.metrics import psnr_y, to_uint8
 from bsrdata.cli.main import main
-from sr_fakes import make_bench_dataset
+from bsrdata.metrics import psnr_y, to_uint8
 
 TINY_SR = {"nf": 8, "nb": 1, "gc": 4, "prior_ch": 8, "sft_hidden": 4, "gia_groups": 4}
 
@@ -115,7 +115,8 @@ def test_bsr_sr_bad_inputs(ckpts, tmp_path, capsys):
     d, _, _ = ckpts
     (tmp_path / "notimg.png").write_bytes(b"hello")
     for argv, msg in [
-        (["sr", str(tmp_path / "missing.png"), "--ckpt", str(d / "blind"), "--out", str(tmp_path / "o")], "no such file"),
+        (["sr", str(tmp_path / "missing.png"), "--ckpt", str(d / "blind"), "--out", str(tmp_path / "o")],
+         "no such file"),
         (["sr", str(tmp_path / "notimg.png"), "--ckpt", str(d / "blind"), "--out", str(tmp_path / "o"),
           "--device", "cpu"], "not a readable image"),
     ]:

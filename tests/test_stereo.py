@@ -183,6 +183,7 @@ def test_corrupt_disparity_png(tmp_path):
 def test_sgbm_narrow_image_clamps_search_range():
     """An image narrower than max_disp must not crash inside OpenCV."""
     import numpy as np
+
     from bsrdata.stereo import sgbm_disparity
 
     rng = np.random.default_rng(0)

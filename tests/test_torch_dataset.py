@@ -7,7 +7,6 @@ from bsrdata.dataset import BSRDataset, collate
 from bsrdata.errors import BsrError
 from bsrdata.shards import write_dataset
 
-
 ATTRS = {"scale": 4, "max_coc": 21, "sigma_max": 5.0, "renderer": "gather", "downsample": "direct",
          "noise": 0.0, "generator_version": "test"}
 

@@ -206,7 +206,8 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, model, root, cfg: dict, groups, *, limit: int = 0, progress=None) -> dict:
-        """Score ``model`` on test ``groups`` of the dataset at ``root`` -> ``{group: {metric: value}, "avg": {...}}``."""
+        """Score ``model`` on test ``groups`` of the dataset at ``root``
+        -> ``{group: {metric: value}, "avg": {...}}``."""
         raise NotImplementedError
 
 

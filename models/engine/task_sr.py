@@ -297,7 +297,7 @@ class BlindTask(_SRTaskBase):
 
     def check_config(self, cfg, where):
         """Checks names and values of the dict only; the checkpoints are read by :meth:`resolve`."""
-        from bsrdata.models.engine.task_cmos import CMOS_MODELS, check_cmos_model
+        from bsrdata.models.engine.task_cmos import check_cmos_model
 
         super().check_config(cfg, where)
         m = cfg["model"]

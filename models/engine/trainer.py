@@ -205,7 +205,8 @@ def _validate(task, model, cfg, dist):
     if plan is None:
         return None
     net = getattr(model, "module", model)
-    return task.evaluate(net, cfg["data"]["root"], cfg, plan[1], split=plan[0], limit=int(cfg["train"]["val_limit"] or 0))
+    return task.evaluate(net, cfg["data"]["root"], cfg, plan[1], split=plan[0],
+                         limit=int(cfg["train"]["val_limit"] or 0))
 
 
 def train(task, cfg: dict, data_root, out_dir, resume: bool = True, *, progress: bool = True, device=None,
@@ -246,7 +247,7 @@ def _read_state(last) -> dict:
         raise BsrError(f"{path}: missing (the checkpoint in {last} is not a training checkpoint of bsr train)")
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable / foreign file
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BsrError(f"{path}: unreadable ({first[:200]})") from None
     if not isinstance(st, dict) or not all(k in st for k in ("iteration", "optimizer", "scaler")):
