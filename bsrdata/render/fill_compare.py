@@ -1,6 +1,7 @@
 """Fill solvers kept only for comparison with the product's adaptive SOR (numba): red-black SOR over the
 whole band (``"sor-full"``), conjugate gradients preconditioned by an aggregation-multigrid V-cycle
-(``"mg"``, float64, the earlier default) or by Jacobi (``"jacobi"``).
+(``"mg"``, float64, the earlier default) or by Jacobi (``"jacobi"``); and ``"none"`` (the band search
+without a fill, for profiling).
 
 :func:`render_layered_compare` is ``render_layered`` with one of them as the partial-occlusion fill (the
 same plan, blur, band search and compositing kernels; only the fill differs). The tests check that every
@@ -382,7 +383,8 @@ def _fill_sor(band, nb, pm, merged, acc, fpad, dmark, dlist, nd, tol, maxit, gue
 def _render_compare(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floor, band_floor, tol,
                     maxit, solver, omega, nthreads):
     """``layered._render`` with the fill by ``solver`` (0 Jacobi CG, 1 multigrid CG, 2 SOR over the whole
-    band); returns (out, band pixels, CG iterations or SOR sweeps, summed over layers)."""
+    band, -1 none: the band search only, for profiling); returns (out, band pixels, CG iterations or SOR
+    sweeps, summed over layers)."""
     st = _render_state(img, sigmas, gtab, rts)
     (merged, acc, hb, vb, gtab32, pm, hmark, vmark, dmark, hlist, vlist, dlist, vwork, cnt_p, cbox,
      tile_area, has_fill, band, gs0, gmid, gt, guess, fpad, gmap, hsum, hflag, pf, rowcnt, bwork) = st
@@ -409,7 +411,7 @@ def _render_compare(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, al
             if seen_focus:
                 nd = _normalise(merged, acc, dmark, dlist, nd, nthreads)
                 nb, ng = _layer_band(st, li, gtab, rts, rbs, band_floor, nthreads)
-                if nb > 0:
+                if nb > 0 and solver >= 0:
                     if solver == 2:
                         nd, it = _fill_sor(band, nb, pm, merged, acc, fpad, dmark, dlist, nd, tol, maxit, guess,
                                            _layer_omega(omega, rbs[li]), nthreads)
@@ -426,7 +428,7 @@ def _render_compare(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, al
     return _finish(merged, acc), n_band_total, n_iter
 
 
-SOLVERS = {"jacobi": 0, "mg": 1, "sor-full": 2, "sor": 3}
+SOLVERS = {"none": -1, "jacobi": 0, "mg": 1, "sor-full": 2, "sor": 3}
 
 
 def render_layered_compare(img, coc, max_coc, *, fill_solver, near=None, floor_colour=False, coc_step=0.1,
@@ -436,7 +438,8 @@ def render_layered_compare(img, coc, max_coc, *, fill_solver, near=None, floor_c
     Args:
         fill_solver: "sor" (the product's adaptive SOR: calls ``render_layered``), "sor-full" (red-black SOR
             over the whole band every sweep, float32), "mg" (multigrid-preconditioned CG, float64),
-            "jacobi" (Jacobi-preconditioned CG).
+            "jacobi" (Jacobi-preconditioned CG), "none" (no fill, the band search only: for profiling;
+            not the layered result).
         fill_tol: None = 1e-5 (largest Gauss-Seidel correction) for the SOR solvers, 1e-6 (max residual
             relative to the right-hand side) for the CG solvers.
         The other arguments and the result (float32 (H, W, 3) in [0, 1], and with ``return_stats`` the dict
