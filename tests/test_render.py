@@ -235,6 +235,10 @@ def test_fill_compare_sor_is_the_product_path_and_jacobi_runs():
     out, stats = render_layered_compare(img, coc, 17, near=near, fill_solver="jacobi", return_stats=True)
     assert stats["band_pixels"] > 0 and stats["cg_iterations"] > 0
     assert np.abs(out - ref).max() <= 1e-4
+    # "none" (profiling: band search without a fill) runs and is visibly not the layered result
+    out, stats = render_layered_compare(img, coc, 17, near=near, fill_solver="none", return_stats=True)
+    assert stats["cg_iterations"] == 0
+    assert np.abs(out - ref).max() > 1e-3
 
 
 def test_bad_fill_solver():
