@@ -105,7 +105,7 @@ def _render_state(img, sigmas, gtab, rts):
             tile_area, has_fill, band, gs0, gmid, gt, guess, fpad, gmap, hsum, hflag, pf, rowcnt, bwork)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _layer_blur(st, img, pix, li, sig, gtab, rts, nd, nthreads):
     """An in-focus layer (sig = 0): copied into merged, acc = 1, its tiles marked dirty; returns (nd, 0).
     A blurred one: its horizontal and vertical blur passes into vb; returns (nd, touched tile count)."""
@@ -132,7 +132,7 @@ def _layer_blur(st, img, pix, li, sig, gtab, rts, nd, nthreads):
     return nd, nv
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _layer_cover(st, pix, n_w, r):
     """Add the layer's pixels to P (pm, the mirrored plane pf, per-row and per-tile counts, tile boxes)."""
     (merged, acc, hb, vb, gtab32, pm, hmark, vmark, dmark, hlist, vlist, dlist, vwork, cnt_p, cbox,
@@ -154,7 +154,7 @@ def _layer_cover(st, pix, n_w, r):
         cbox[ty, tx, 3] = max(cbox[ty, tx, 3], x)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _layer_band(st, li, gtab, rts, rbs, band_floor, nthreads):
     """The fill band of blurred layer li: (nb, ng) as :func:`fill._find_band` (in st's band, gs0, gmid, gt)."""
     (merged, acc, hb, vb, gtab32, pm, hmark, vmark, dmark, hlist, vlist, dlist, vwork, cnt_p, cbox,
@@ -164,7 +164,7 @@ def _layer_band(st, li, gtab, rts, rbs, band_floor, nthreads):
                       hflag, band, gs0, gmid, gt, bwork, nthreads)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _finish(merged, acc):
     """clip(merged / acc, 0, 1) as float32 (H, W, 3); 0 where acc = 0."""
     n_h = acc.shape[0]
