@@ -8,8 +8,9 @@ scikit-image, resized; depth_mm = 994.978·193.001 / (disp + 31.086), unknown di
   (full-frame OpenCV blur per layer, same compositing and fill: ``reference.layered_opencv``), with the
   max abs difference;
 - ``render_gather_points`` at the ×4 LR points;
-- with ``--compare-solver mg``: ``render_layered`` with that fill solver too (the multigrid CG fill the
-  default adaptive SOR replaced), timed beside the default in the same process.
+- with ``--compare-solver mg``: ``fill_compare.render_layered_compare`` with that fill solver too (the
+  multigrid CG fill the default adaptive SOR replaced; also "sor-full", "jacobi"), timed beside the
+  default in the same process.
 
 The focus is drawn with ``optics.sample_focus``; like SYNDOF (which resamples the camera up to 20 times)
 the bench redraws until the layer count is in the SYNDOF range (200–350 NYUv2, 600–1000 Cityscapes).
@@ -109,11 +110,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None,
                     help="numba threads for render_layered (default: numba's count, all cores)")
     ap.add_argument("--compare-solver", default="",
-                    help="also time render_layered with this fill_solver (e.g. mg, the previous default)")
+                    help="also time fill_compare.render_layered_compare with this fill_solver (mg, the previous "
+                         "default; sor-full; jacobi)")
     args = ap.parse_args(argv)
 
     from bsrdata.optics import sigma_from_coc
     from bsrdata.render import render_gather_points, render_layered
+    from bsrdata.render.fill_compare import render_layered_compare
     from bsrdata.render.reference import layered_opencv
 
     # warm-up: compile (or load from the cache) every kernel on a tiny frame
@@ -142,8 +145,9 @@ def main(argv=None):
             t_one, _ = timeit(lambda: render_layered(img, coc, spec["max_coc"], near=near, threads=1), args.repeat)
             t_pts, _ = timeit(lambda: render_gather_points(img, sigma, spec["max_coc"], 4), args.repeat)
             if args.compare_solver:
-                t_cmp, out_cmp = timeit(lambda: render_layered(img, coc, spec["max_coc"], near=near,
-                                                               fill_solver=args.compare_solver), args.repeat)
+                t_cmp, out_cmp = timeit(lambda: render_layered_compare(img, coc, spec["max_coc"], near=near,
+                                                                       fill_solver=args.compare_solver),
+                                        args.repeat)
             else:
                 t_cmp, out_cmp = (float("nan"), float("nan")), None
             if args.skip_straightforward or f"{name}:{rank}" in skip:

@@ -211,11 +211,13 @@ def test_fill_solvers_meet_the_bound_on_fill_heavy_frames(seed, rank):
     # most of the frame in front of the focus: the partial-occlusion fill runs on large bands for many
     # layers, and every solver at its default tolerance (adaptive SOR, the default; SOR over the whole
     # band; multigrid CG) stays within 1e-4 of the twin's exact sparse solve
+    from bsrdata.render.fill_compare import render_layered_compare
+
     img, coc, near = planes_scene(seed, h=72, w=96, max_coc=21, focus_rank=rank)
     ref = layered_reference(img, coc, 21, near=near)
     for solver, omega in (("sor", None), ("sor", 1.75), ("sor-full", None), ("mg", None)):
-        out, stats = render_layered(img, coc, 21, near=near, fill_solver=solver, fill_omega=omega,
-                                    return_stats=True)
+        out, stats = render_layered_compare(img, coc, 21, near=near, fill_solver=solver, fill_omega=omega,
+                                            return_stats=True)
         assert stats["band_pixels"] > 5 * img.shape[0] * img.shape[1] // 10
         assert np.abs(out - ref).max() <= 1e-4, solver
     # the check can fail: a fill stopped far too early is visibly off
@@ -223,10 +225,30 @@ def test_fill_solvers_meet_the_bound_on_fill_heavy_frames(seed, rank):
     assert np.abs(bad - ref).max() > 1e-4
 
 
+def test_fill_compare_sor_is_the_product_path_and_jacobi_runs():
+    from bsrdata.render.fill_compare import render_layered_compare
+
+    img, coc, near = planes_scene(4, max_coc=17, focus_rank=0.45)
+    np.testing.assert_array_equal(render_layered_compare(img, coc, 17, near=near, fill_solver="sor"),
+                                  render_layered(img, coc, 17, near=near))
+    ref = layered_reference(img, coc, 17, near=near)
+    out, stats = render_layered_compare(img, coc, 17, near=near, fill_solver="jacobi", return_stats=True)
+    assert stats["band_pixels"] > 0 and stats["cg_iterations"] > 0
+    assert np.abs(out - ref).max() <= 1e-4
+    # "none" (profiling: band search without a fill) runs and is visibly not the layered result
+    out, stats = render_layered_compare(img, coc, 17, near=near, fill_solver="none", return_stats=True)
+    assert stats["cg_iterations"] == 0
+    assert np.abs(out - ref).max() > 1e-3
+
+
 def test_bad_fill_solver():
+    from bsrdata.render.fill_compare import render_layered_compare
+
     img, coc, near = planes_scene(0, max_coc=9, focus_rank=0.6)
     with pytest.raises(BsrError, match="fill_solver"):
-        render_layered(img, coc, 9, near=near, fill_solver="lu")
+        render_layered_compare(img, coc, 9, near=near, fill_solver="lu")
+    with pytest.raises(TypeError):  # the comparison solvers are not on the product path
+        render_layered(img, coc, 9, near=near, fill_solver="mg")
 
 
 def test_plan_layers_matches_the_plain_layer_labels_and_kernels():
@@ -298,3 +320,83 @@ def test_render_threads_default():
         assert _resolve_threads(None) == __import__("numba").get_num_threads()
     finally:
         set_render_threads(prev)
+
+
+_CACHE_SCRIPT = """
+import json, os, sys
+import numba
+prev = numba.config.CACHE_DIR
+import numpy as np
+import bsrdata
+from bsrdata.render import kernel_cache, layered, render_gather
+out = None
+if len(sys.argv) > 1:
+    rng = np.random.default_rng(0)
+    out = render_gather(rng.random((6, 7, 3)).astype(np.float32), np.full((6, 7), 1.5), 9).tolist()
+print(json.dumps({"pkg": bsrdata.__file__, "hash": kernel_cache.SOURCES_HASH, "dir": kernel_cache.CACHE_DIR,
+                  "kernel_dir": layered._render._cache._cache_path, "config_kept": numba.config.CACHE_DIR == prev,
+                  "out": out}))
+"""
+
+
+def _render_sources_hash(render_dir):
+    # written out here independently of kernel_cache.sources_hash
+    import glob
+    import hashlib
+    import os
+
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(render_dir, "*.py"))):
+        data = open(path, "rb").read()
+        h.update(os.path.basename(path).encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()[:16]
+
+
+def test_kernel_cache_folder_is_keyed_on_the_render_sources(tmp_path):
+    # numba's cache checks only the timestamp of the file defining a kernel; the render kernels inline
+    # helpers from other files (gather uses blur._refl), so the cache folder is named by a hash of all the
+    # render sources: an edit to any of them compiles afresh instead of loading a stale kernel
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import bsrdata
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(os.path.dirname(bsrdata.__file__), pkg / "bsrdata",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    render_dir = pkg / "bsrdata" / "render"
+    base = tmp_path / "cache"
+
+    def run(*args, cache=True):
+        env = dict(os.environ, PYTHONPATH=str(pkg), NUMBA_NUM_THREADS="1")
+        env.pop("NUMBA_CACHE_DIR", None)
+        if cache:
+            env["NUMBA_CACHE_DIR"] = str(base)
+        res = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, *args], capture_output=True, text=True,
+                             env=env, timeout=600, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+        d = json.loads(res.stdout.strip().splitlines()[-1])
+        assert d["pkg"].startswith(str(pkg))
+        assert d["config_kept"]  # other numba code in the process keeps the user's setting
+        return d
+
+    h0 = _render_sources_hash(render_dir)
+    a = run("render")
+    assert a["hash"] == h0 and a["dir"] == os.path.join(str(base), "render-" + h0)
+    assert a["kernel_dir"].startswith(a["dir"] + os.sep)
+    assert a["out"] == run("render")["out"]  # loaded from the cache: same values
+    # unset NUMBA_CACHE_DIR: the package's own __pycache__, still keyed on the hash
+    assert run(cache=False)["dir"] == os.path.join(str(render_dir), "__pycache__", "numba-" + h0)
+
+    # change only blur.py's mirror helper (clamp instead of mirror): gather.py, whose kernel inlines it, is
+    # untouched, so numba's own check would load the stale gather kernel; the new folder recompiles it
+    src = (render_dir / "blur.py").read_text()
+    assert src.count("        i = p - 1 - i\n") == 1
+    (render_dir / "blur.py").write_text(src.replace("        i = p - 1 - i\n", "        i = n - 1\n"))
+    h1 = _render_sources_hash(render_dir)
+    b = run("render")
+    assert h1 != h0 and b["hash"] == h1 and b["dir"] == os.path.join(str(base), "render-" + h1)
+    assert b["out"] != a["out"]

@@ -8,23 +8,11 @@ The window is fixed at max_coc × max_coc with mirrored borders (edge pixel incl
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from bsrdata.optics import check_max_coc
+from bsrdata.render.blur import _refl
 from bsrdata.render.common import check_image, check_map, gaussian_kernel_1d, trimmed_radius
-
-
-# A copy of layered._refl on purpose: numba's on-disk cache only notices edits to the file of the function
-# it compiled, so an inlined helper imported from another module could leave a stale kernel behind.
-@njit(cache=True, inline="always")
-def _refl(i, n):
-    p = 2 * n
-    i = i % p
-    if i < 0:
-        i += p
-    if i >= n:
-        i = p - 1 - i
-    return i
+from bsrdata.render.kernel_cache import njit
 
 
 @njit(cache=True, fastmath=True)
