@@ -145,11 +145,11 @@ def main(argv=None):
             t_one, _ = timeit(lambda: render_layered(img, coc, spec["max_coc"], near=near, threads=1), args.repeat)
             t_pts, _ = timeit(lambda: render_gather_points(img, sigma, spec["max_coc"], 4), args.repeat)
             if args.compare_solver:
-                t_cmp, out_cmp = timeit(lambda: render_layered_compare(img, coc, spec["max_coc"], near=near,
+                t_cmp, _ = timeit(lambda: render_layered_compare(img, coc, spec["max_coc"], near=near,
                                                                        fill_solver=args.compare_solver),
                                         args.repeat)
             else:
-                t_cmp, out_cmp = (float("nan"), float("nan")), None
+                t_cmp = (float("nan"), float("nan"))
             if args.skip_straightforward or f"{name}:{rank}" in skip:
                 t_ref, diff = (float("nan"), float("nan")), float("nan")
             else:

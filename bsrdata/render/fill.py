@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from bsrdata.render.blur import _mark, _refl, PAR_MIN_PIXELS, PAR_MIN_TILES, TILE
+from bsrdata.render.blur import PAR_MIN_PIXELS, PAR_MIN_TILES, TILE, _mark, _refl
 from bsrdata.render.kernel_cache import njit
 
 FILL_TOL_SOR = 1e-5  # SOR stops when the largest Gauss-Seidel correction is below this

@@ -15,9 +15,9 @@ import numpy as np
 
 from bsrdata.errors import BsrError
 from bsrdata.optics import check_max_coc
-from bsrdata.render.blur import _composite, _mark, _normalise, PAR_MIN_PIXELS, TILE
+from bsrdata.render.blur import PAR_MIN_PIXELS, TILE, _composite, _mark, _normalise
 from bsrdata.render.common import ALPHA_FLOOR, BAND_FLOOR, check_image, check_map, check_near
-from bsrdata.render.fill import _band_system, _band_writeback, _layer_omega, _sor_range, FILL_TOL_SOR
+from bsrdata.render.fill import FILL_TOL_SOR, _band_system, _band_writeback, _layer_omega, _sor_range
 from bsrdata.render.kernel_cache import njit
 from bsrdata.render.layered import (
     _finish,
@@ -29,7 +29,6 @@ from bsrdata.render.layered import (
     plan_layers,
     render_layered,
 )
-
 
 MG_MIN_NODES = 16
 MG_MAX_LEVELS = 14

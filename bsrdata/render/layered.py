@@ -27,20 +27,20 @@ sources (:mod:`bsrdata.render.kernel_cache`).
 
 from __future__ import annotations
 
-import numpy as np
 import numba
+import numpy as np
 
 from bsrdata.optics import check_max_coc
-from bsrdata.render.blur import _composite, _hscatter, _mark, _normalise, _vscatter, TILE
+from bsrdata.render.blur import TILE, _composite, _hscatter, _mark, _normalise, _vscatter
 from bsrdata.render.common import (
     ALPHA_FLOOR,
     BAND_FLOOR,
+    TAP_TRIM,
     check_image,
     check_map,
     check_near,
-    TAP_TRIM,
 )
-from bsrdata.render.fill import _fill_sor_adaptive, _find_band, _layer_omega, _set_covered, FILL_TOL_SOR
+from bsrdata.render.fill import FILL_TOL_SOR, _fill_sor_adaptive, _find_band, _layer_omega, _set_covered
 from bsrdata.render.kernel_cache import njit
 
 

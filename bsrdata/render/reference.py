@@ -3,7 +3,7 @@
 Written for obviousness, not speed: every layer is blurred over the full frame, every fill is a sparse
 direct solve over the whole band. Use on small images (tests) only.
 
-- :func:`layered_reference`: FACTS §2 layered rendering (numpy blur).
+- :func:`layered_reference`: SYNDOF layered rendering (docs/render.md) (numpy blur).
 - :func:`layered_opencv`: the same algorithm with OpenCV's full-frame blur per layer; the "straightforward
   implementation" the benchmark compares against.
 - :func:`gather_reference`, :func:`gather_points_reference`: per-pixel normalised Gaussian.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bsrdata.optics import check_max_coc
 from bsrdata.render.common import (
     ALPHA_FLOOR,
     BAND_FLOOR,
@@ -24,7 +25,6 @@ from bsrdata.render.common import (
     layer_labels,
     reflect_index,
 )
-from bsrdata.optics import check_max_coc
 
 
 def blur_separable(x, g):
@@ -139,7 +139,7 @@ def _layered(img, coc, max_coc, near, floor_colour, coc_step, blur):
 
 
 def layered_reference(img, coc, max_coc, *, near=None, floor_colour=False, coc_step=0.1):
-    """FACTS §2 layered rendering in plain numpy float64 (see ``bsrdata.render.render_layered``)."""
+    """SYNDOF layered rendering (docs/render.md) in plain numpy float64 (see ``bsrdata.render.render_layered``)."""
     return _layered(img, coc, max_coc, near, floor_colour, coc_step, blur_separable)
 
 
