@@ -11,24 +11,10 @@ import os
 import sys
 
 import click
-import numpy as np
 
 from bsrdata.errors import BsrError
 from bsrdata.preview import blur_colour, seg_image
-
-
-def _read_rgb(path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("I;16", "I", "F"):
-                raise BsrError(f"{path}: {im.mode} image; expected 8-bit RGB")
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise BsrError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise BsrError(f"{path}: not a readable image ({exc})") from None
+from bsrdata.sources.folder import read_image
 
 
 def _save(im, path):
@@ -71,7 +57,7 @@ def sr(images, ckpt, cmos_ckpt, out_dir, device, sigma_max):
     os.makedirs(out_dir, exist_ok=True)
     stems = {}
     for p in tqdm(images, desc="sr", unit="img", file=sys.stderr, leave=False):
-        rgb = _read_rgb(p)
+        rgb = read_image(p, kind="rgb")
         stem = os.path.splitext(os.path.basename(p))[0]
         n = stems.get(stem, 0)
         stems[stem] = n + 1
