@@ -183,3 +183,22 @@ def check_source_files(recipe, paths):
             raise BsrError(f"{path}: sha256 {actual[:16]}… differs from {recipe_id(recipe)}'s {want[:16]}… "
                            "(a different or corrupted file)")
     return out
+
+
+def with_deviations(recipe: dict, cfg, seed: int, limit=None) -> dict:
+    """The recipe as recorded in a build's manifest: ``recipe`` plus its ``id`` and ``deviations``, the
+    settings of this build that differ from it (``seed``, changed ``degrade`` keys, a ``limit``), or None.
+
+    ``cfg`` is the build's :class:`bsrdata.degrade.DegradeConfig`.
+    """
+    from bsrdata.degrade import DegradeConfig
+
+    deviations = {}
+    if seed != recipe["seed"]:
+        deviations["seed"] = seed
+    rcfg = DegradeConfig.from_dict(dict(recipe["degrade"]))
+    if cfg != rcfg:
+        deviations["degrade"] = {k: v for k, v in cfg.to_attrs().items() if rcfg.to_attrs().get(k) != v}
+    if limit is not None:
+        deviations["limit"] = limit
+    return dict(recipe, id=recipe_id(recipe), deviations=deviations or None)

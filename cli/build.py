@@ -58,17 +58,9 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
     seed = default_seed if kw["seed"] is None else kw["seed"]
     parse_shard(kw["shard"])
     if recipe is not None:
-        from bsrdata.recipes import recipe_id
+        from bsrdata.recipes import with_deviations
 
-        deviations = {}
-        if seed != recipe["seed"]:
-            deviations["seed"] = seed
-        rcfg = _cfg(recipe["degrade"])
-        if cfg != rcfg:
-            deviations["degrade"] = {k: v for k, v in cfg.to_attrs().items() if rcfg.to_attrs().get(k) != v}
-        if kw["limit"] is not None:
-            deviations["limit"] = kw["limit"]
-        recipe = dict(recipe, id=recipe_id(recipe), deviations=deviations or None)
+        recipe = with_deviations(recipe, cfg, seed, kw["limit"])
     bar = None
     progress = None
     if not kw["quiet"]:

@@ -108,3 +108,14 @@ def test_check_source_files(tmp_path):
     r["source_sha256"]["splits.mat"] = "0" * 64
     with pytest.raises(BsrError, match="splits.mat.*sha256"):
         recipes.check_source_files(r, {"splits.mat": p})
+
+
+def test_with_deviations_records_what_differs():
+    r = recipes.load_recipe("nyuv2-bsr-1.0")
+    cfg = DegradeConfig.from_dict(dict(r["degrade"]))
+    same = recipes.with_deviations(r, cfg, r["seed"])
+    assert same["deviations"] is None and same["id"] == recipes.recipe_id(r)
+    other = DegradeConfig.from_dict({**r["degrade"], "max_coc": r["degrade"]["max_coc"] + 2})
+    dev = recipes.with_deviations(r, other, r["seed"] + 1, limit=7)["deviations"]
+    assert dev == {"seed": r["seed"] + 1, "degrade": {"max_coc": r["degrade"]["max_coc"] + 2,
+                                                  "sigma_max": (r["degrade"]["max_coc"] + 1) / 4}, "limit": 7}
