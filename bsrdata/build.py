@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from bsrdata.errors import BsrError
-from bsrdata.fileio import tmp_name
+from bsrdata.fileio import remove_temps, tmp_name
 from bsrdata.manifest import FORMAT, NAME, sha256_file, write_json_atomic, write_manifest
 
 N_HIST = 10
@@ -399,8 +399,6 @@ def _run_pool(todo, ctx, workers, results, tick, mp_context):
         ex.shutdown(wait=True, cancel_futures=True)
         q.close()
         if failed:  # workers stopped mid-shard leave a .tmp<pid> of a shard this run owns: remove it
-            from bsrdata.shards import remove_temps
-
             for j in todo:
                 remove_temps(os.path.join(ctx["out"], j.path))
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from bsrdata import stereo
 from bsrdata.errors import BsrError
+from bsrdata.fileio import remove_temps
 
 SPLITS = ("train", "val", "test")
 SETTINGS_FILE = "depth_cache.json"
@@ -94,17 +95,7 @@ def is_cached(pair: StereoPair) -> bool:
 
 def remove_stale_temps(pair: StereoPair) -> int:
     """Delete leftover temp files (``<out>.tmp<pid>``) of killed runs next to ``pair.out``; count."""
-    folder, name = os.path.split(pair.out)
-    n = 0
-    if os.path.isdir(folder):
-        for f in os.listdir(folder):
-            if f.startswith(name + ".tmp"):
-                try:
-                    os.unlink(os.path.join(folder, f))
-                    n += 1
-                except OSError:
-                    pass
-    return n
+    return remove_temps(pair.out)
 
 
 def check_writable(out_dir) -> None:

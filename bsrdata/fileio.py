@@ -21,7 +21,7 @@ from typing import IO, Iterator
 from bsrdata.errors import BsrError
 
 __all__ = ["atomic_open", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "replace_dir",
-           "sha256_file", "tmp_name"]
+           "sha256_file", "tmp_name", "remove_temps"]
 
 
 def tmp_name(path) -> str:
@@ -91,6 +91,25 @@ def replace_dir(tmp_dir, final_dir) -> str:
         raise BsrError(f"{final_dir}: cannot replace ({exc.strerror or exc})") from None
     shutil.rmtree(old, ignore_errors=True)
     return final_dir
+
+
+def remove_temps(path) -> int:
+    """Delete leftover temporary files of ``path`` (``<name>.tmp*``, from any process, e.g. killed runs)
+    in its folder; returns how many were removed. A missing or unreadable folder removes nothing."""
+    folder, name = os.path.split(os.fspath(path))
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return 0
+    n = 0
+    for f in names:
+        if f.startswith(name + ".tmp"):
+            try:
+                os.remove(os.path.join(folder, f))
+                n += 1
+            except OSError:
+                pass
+    return n
 
 
 def sha256_file(path, bufsize: int = 1 << 20) -> str:

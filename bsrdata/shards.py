@@ -15,7 +15,7 @@ The per-sample arrays are the table :data:`FIELDS` (name, dtype, shape rule, com
 the writer, :func:`check_shard` (and so ``bsr verify``) and the reader iterate.
 Chunked one sample per chunk, gzip level 1, no timestamps (so equal content gives equal bytes).
 Written to ``<path>.tmp<pid>`` (:func:`bsrdata.fileio.tmp_name`), fsynced, renamed: a file under its final
-name is always complete; :func:`remove_temps` deletes the leftovers of killed writers.
+name is always complete; :func:`bsrdata.fileio.remove_temps` deletes the leftovers of killed writers.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bsrdata.errors import BsrError
-from bsrdata.fileio import tmp_name
+from bsrdata.fileio import remove_temps, tmp_name
 
 REQUIRED_ATTRS = ("scale", "max_coc", "sigma_max", "renderer", "downsample", "noise", "generator_version")
 # gzip level 1 everywhere: deterministic bytes (h5py's LZF filter is not: liblzf leaves its hash table
@@ -233,25 +233,6 @@ def write_shard(path, samples: list, attrs: dict, *, with_depth: bool = False) -
         for s in samples:
             w.add(s)
     return os.fspath(path)
-
-
-def remove_temps(path) -> int:
-    """Delete every leftover temporary file of ``path`` (``<path>.tmp<pid>`` of any process); count."""
-    path = os.fspath(path)
-    d, name = os.path.split(path)
-    n = 0
-    try:
-        names = os.listdir(d or ".")
-    except OSError:
-        return 0
-    for f in names:
-        if f.startswith(name + ".tmp"):
-            try:
-                os.remove(os.path.join(d, f))
-                n += 1
-            except OSError:
-                pass
-    return n
 
 
 def shard_entry(path, rel, keys, invariant) -> dict:
