@@ -55,6 +55,62 @@ def _to_chw_unit(img: np.ndarray) -> np.ndarray:
     return out
 
 
+HR_KEYS = ("hr", "blur", "seg")
+
+
+def _shift_back(x: torch.Tensor, d: int, dim: int) -> torch.Tensor:
+    """``out[..., k, ...] = x[..., k + d, ...]`` along ``dim``; the last ``d`` entries repeat the edge."""
+    if d <= 0:
+        return x
+    n = x.shape[dim]
+    idx = torch.clamp(torch.arange(n, device=x.device) + d, max=n - 1)
+    return x.index_select(dim, idx)
+
+
+def dihedral(batch: dict, transpose: bool, hflip: bool, vflip: bool, scale: int, direct: bool,
+             fill: dict | None = None):
+    """Apply one of the 8 flips/rotations to an LR/HR batch, keeping LR and HR registered.
+
+    With the ``direct`` downsampler LR pixel (i, j) is HR pixel (s·i, s·j), a grid that a flip does not map
+    onto itself: after flipping, the HR-grid maps (hr, blur, seg) are moved back by s - 1 pixels along the
+    flipped axis so that LR pixel (i, j) is again HR pixel (s·i, s·j). Returns (batch, mask) with mask
+    float (1, 1, H, W): 0 on the s - 1 rows/columns that moved in from outside (excluded from the loss).
+    Centred downsamplers (bicubic) need no shift. ``fill`` ({key: value}) sets the moved-in entries of those
+    HR-grid keys to ``value`` instead of repeating the edge (e.g. ``{"seg": 255}`` where ``seg`` is a target
+    and 255 means "no loss"). Works on a batch (N, C, H, W) or on one item (C, H, W) / (H, W).
+
+    The one grid-aware flip of the toolkit: :class:`BSRDataset`'s ``hflip`` and the SR tasks' batch
+    rotations both use it.
+    """
+    out = dict(batch)
+    keys = [k for k in ("lr",) + HR_KEYS if k in out and torch.is_tensor(out[k])]
+    if transpose:
+        for k in keys:
+            out[k] = out[k].transpose(-2, -1)
+    hr = out["hr"]
+    mask = torch.ones((1, 1) + tuple(hr.shape[-2:]), dtype=hr.dtype, device=hr.device)
+    d = scale - 1 if direct else 0
+    for flip, dim in ((hflip, -1), (vflip, -2)):
+        if not flip:
+            continue
+        for k in keys:
+            out[k] = out[k].flip(dim)
+            if k in HR_KEYS:
+                out[k] = _shift_back(out[k], d, dim)
+                if d and fill and k in fill:
+                    out[k] = out[k].clone()
+                    out[k].narrow(dim, out[k].shape[dim] - d, d).fill_(fill[k])
+        if d:
+            if dim == -1:
+                mask[..., -d:] = 0
+            else:
+                mask[..., -d:, :] = 0
+    for k in keys:
+        out[k] = out[k].contiguous()
+    return out, mask
+
+
+
 class BSRDataset(Dataset):
     """Shards of one split (or one test group) as a torch Dataset; see the module docstring."""
 
@@ -105,15 +161,19 @@ class BSRDataset(Dataset):
         if seg is None:
             seg = np.full(hr.shape[:2], 255, np.uint8)
         rng = self._rng(index)
-        lr, hr, blur, seg = self._augment(rng, lr, hr, blur, seg, s["key"])
-        return {
+        lr, hr, blur, seg, flip = self._augment(rng, lr, hr, blur, seg, s["key"])
+        item = {
             "lr": torch.from_numpy(_to_chw_unit(lr)),
             "hr": torch.from_numpy(_to_chw_unit(hr)),
             "blur": torch.from_numpy(np.ascontiguousarray(blur, dtype=np.float32))[None],
             "seg": torch.from_numpy(np.ascontiguousarray(seg).astype(np.int64)),
-            "key": s["key"],
-            "invariant": bool(s["invariant"]),
         }
+        if flip:
+            # the shifted-in HR columns: edge values, and labels 255 so no loss is taken there
+            item, _ = dihedral(item, False, True, False, self.scale, self._flip_shift > 0, fill={"seg": 255})
+        item["key"] = s["key"]
+        item["invariant"] = bool(s["invariant"])
+        return item
 
     def _augment(self, rng, lr, hr, blur, seg, key):
         s = self.scale
@@ -137,16 +197,8 @@ class BSRDataset(Dataset):
             blur = cv2.resize(blur, (cw * s, ch * s), interpolation=cv2.INTER_LINEAR)
             blur = blur * factor if self.zoom_rule == "physical" else blur / factor
             seg = cv2.resize(seg, (cw * s, ch * s), interpolation=cv2.INTER_NEAREST)
-        if self.hflip and rng.random() < 0.5:
-            lr, hr, blur, seg = lr[:, ::-1], hr[:, ::-1], blur[:, ::-1], seg[:, ::-1]
-            d = self._flip_shift
-            if d:
-                # after the mirror, LR pixel i sits on HR pixel s*i + (s-1): move the HR side back by s-1
-                # columns (edge-padded; the padded labels are 255 so no loss is taken there)
-                hr = np.pad(hr[:, d:], ((0, 0), (0, d), (0, 0)), mode="edge")
-                blur = np.pad(blur[:, d:], ((0, 0), (0, d)), mode="edge")
-                seg = np.pad(seg[:, d:], ((0, 0), (0, d)), constant_values=255)
-        return lr, hr, blur, seg
+        flip = bool(self.hflip and rng.random() < 0.5)  # applied by dihedral() in __getitem__
+        return lr, hr, blur, seg, flip
 
 
 def collate(items):

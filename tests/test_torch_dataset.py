@@ -114,3 +114,22 @@ def test_workers_match_main_process(tmp_path, ctx):
     for k in got:
         assert torch.equal(got[k], ref[k]), k
     assert sum((b["key"] for b in batches), []) == ref["key"]
+
+
+def test_dihedral_fill_sets_the_moved_in_columns():
+    """The one grid-aware flip: on an item, hflip moves HR maps back by s - 1; ``fill`` marks the moved-in
+    columns (the dataset's labels there are 255, no loss), other keys repeat the edge."""
+    from bsrdata.dataset import dihedral
+
+    s = 4
+    hr = torch.arange(2 * 8 * 12, dtype=torch.float32).reshape(2, 8, 12)
+    seg = torch.arange(8 * 12).reshape(8, 12)
+    item = {"lr": torch.zeros(2, 2, 3), "hr": hr, "seg": seg}
+    out, mask = dihedral(item, False, True, False, s, True, fill={"seg": 255})
+    d = s - 1
+    ref = hr.flip(-1)
+    assert torch.equal(out["hr"][..., :-d], ref[..., d:])
+    assert torch.equal(out["hr"][..., -d:], ref[..., -1:].expand(-1, -1, d))
+    assert torch.equal(out["seg"][:, :-d], seg.flip(-1)[:, d:]) and bool((out["seg"][:, -d:] == 255).all())
+    assert bool((mask[..., -d:] == 0).all()) and bool((mask[..., :-d] == 1).all())
+    assert torch.equal(seg, torch.arange(8 * 12).reshape(8, 12))  # the input is not modified

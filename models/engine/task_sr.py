@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bsrdata.dataset import HR_KEYS, dihedral  # noqa: F401  (dihedral: the one grid-aware flip)
 from bsrdata.errors import BsrError
 from bsrdata.models.engine.task import Task, check_choice, check_int, check_number
 
@@ -77,52 +78,6 @@ def _dataset_classes(root):
     src = load_manifest(root).source
     n = src.num_classes if src else None
     return int(n) if n else None
-
-
-HR_KEYS = ("hr", "blur", "seg")
-
-
-def _shift_back(x: torch.Tensor, d: int, dim: int) -> torch.Tensor:
-    """``out[..., k, ...] = x[..., k + d, ...]`` along ``dim``; the last ``d`` entries repeat the edge."""
-    if d <= 0:
-        return x
-    n = x.shape[dim]
-    idx = torch.clamp(torch.arange(n, device=x.device) + d, max=n - 1)
-    return x.index_select(dim, idx)
-
-
-def dihedral(batch: dict, transpose: bool, hflip: bool, vflip: bool, scale: int, direct: bool):
-    """Apply one of the 8 flips/rotations to an LR/HR batch, keeping LR and HR registered.
-
-    With the ``direct`` downsampler LR pixel (i, j) is HR pixel (s·i, s·j), a grid that a flip does not map
-    onto itself: after flipping, the HR-grid maps (hr, blur, seg) are moved back by s - 1 pixels along the
-    flipped axis so that LR pixel (i, j) is again HR pixel (s·i, s·j). Returns (batch, mask) with mask
-    float (1, 1, H, W): 0 on the s - 1 rows/columns that moved in from outside (excluded from the loss).
-    Centred downsamplers (bicubic) need no shift.
-    """
-    out = dict(batch)
-    keys = [k for k in ("lr",) + HR_KEYS if k in out and torch.is_tensor(out[k])]
-    if transpose:
-        for k in keys:
-            out[k] = out[k].transpose(-2, -1)
-    hr = out["hr"]
-    mask = torch.ones((1, 1) + tuple(hr.shape[-2:]), dtype=hr.dtype, device=hr.device)
-    d = scale - 1 if direct else 0
-    for flip, dim in ((hflip, -1), (vflip, -2)):
-        if not flip:
-            continue
-        for k in keys:
-            out[k] = out[k].flip(dim)
-            if k in HR_KEYS:
-                out[k] = _shift_back(out[k], d, dim)
-        if d:
-            if dim == -1:
-                mask[..., -d:] = 0
-            else:
-                mask[..., -d:, :] = 0
-    for k in keys:
-        out[k] = out[k].contiguous()
-    return out, mask
 
 
 def _masked_l1(pred, target, mask):
