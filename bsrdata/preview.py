@@ -131,6 +131,10 @@ def make_panel(root, out, split: str = "test", group=None, n: int = 4, start: in
 
     if int(n) < 1:
         raise BsrError(f"--n: must be >= 1, got {n}")
+    if int(start) < 0:
+        raise BsrError(f"--start: must be >= 0, got {start}")
+    if group is not None and split != "test":
+        raise BsrError(f"--group: test groups belong to the test split, not '{split}' (use --split test)")
     view = open_dataset(root, split, group=group)
     if len(view) == 0:
         raise BsrError(f"{root}: split '{split}' is empty")

@@ -10,6 +10,7 @@ import pytest
 
 from bsrdata.build import build_dataset
 from bsrdata.degrade import DegradeConfig
+from bsrdata.errors import BsrError
 from bsrdata.preview import make_panel
 from bsrdata.sources.synthetic import SyntheticSource
 from bsrdata.verify import verify_dataset
@@ -112,3 +113,12 @@ def test_preview_panel(built, tmp_path):
     im = np.asarray(Image.open(out).convert("RGB"))
     assert im.shape[0] > 3 * 32 and im.shape[1] > 5 * 48
     assert len(np.unique(im.reshape(-1, 3), axis=0)) > 50
+
+
+@pytest.mark.parametrize("kw, msg", [({"split": "train", "group": 1}, "--group: test groups belong to the test split"),
+                                     ({"split": "test", "start": -1}, "--start: must be >= 0")])
+def test_preview_refuses_a_group_of_another_split_and_negative_start(built, tmp_path, kw, msg):
+    out = tmp_path / "p.png"
+    with pytest.raises(BsrError, match=msg):
+        make_panel(built, out, **kw)
+    assert not out.exists()
