@@ -28,6 +28,9 @@ def _save(im, path):
     write_bytes_atomic(path, buf.getvalue())
 
 
+MIN_SIDE = 4  # smallest LR side the chain and the σ colour bar were run on
+
+
 @click.command("sr")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--ckpt", required=True, type=click.Path(), help="blind_sr checkpoint, or RRDB-SFT with --cmos-ckpt.")
@@ -58,6 +61,9 @@ def sr(images, ckpt, cmos_ckpt, out_dir, device, sigma_max):
     stems = {}
     for p in tqdm(images, desc="sr", unit="img", file=sys.stderr, leave=False):
         rgb = read_image(p, kind="rgb")
+        if min(rgb.shape[:2]) < MIN_SIDE:
+            raise BsrError(f"{p}: {rgb.shape[1]}x{rgb.shape[0]} image is too small "
+                           f"(at least {MIN_SIDE} px a side)")
         stem = os.path.splitext(os.path.basename(p))[0]
         n = stems.get(stem, 0)
         stems[stem] = n + 1

@@ -114,11 +114,14 @@ def test_bsr_sr_writes_three_pngs(ckpts, tmp_path, capsys):
 def test_bsr_sr_bad_inputs(ckpts, tmp_path, capsys):
     d, _, _ = ckpts
     (tmp_path / "notimg.png").write_bytes(b"hello")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "one.png")
     for argv, msg in [
         (["sr", str(tmp_path / "missing.png"), "--ckpt", str(d / "blind"), "--out", str(tmp_path / "o")],
          "no such file"),
         (["sr", str(tmp_path / "notimg.png"), "--ckpt", str(d / "blind"), "--out", str(tmp_path / "o"),
           "--device", "cpu"], "not a readable image"),
+        (["sr", str(tmp_path / "one.png"), "--ckpt", str(d / "blind"), "--out", str(tmp_path / "o"),
+          "--device", "cpu"], "1x1 image is too small"),
     ]:
         with pytest.raises(SystemExit) as exc:
             main(argv)
