@@ -498,6 +498,11 @@ def merge(out, parts) -> dict:
         hist += fr * w
         tot += w
     summary = dict(ref.get("summary", {}))
+    # per-split shard counts and the rendered/kept tallies are the parts' sums, not part 1's
+    summary["splits"] = {s: dict((summary.get("splits") or {}).get(s, {}), shards=len(v["shards"]),
+                                 stored=v["count"]) for s, v in new_splits.items()}
+    for k in ("rendered_shards", "skipped_shards"):
+        summary[k] = int(sum(m.get("summary", {}).get(k, 0) for _, _, m in mans))
     summary["sigma_hist"] = dict(summary.get("sigma_hist", {}), fraction=[float(x) for x in hist / max(tot, 1)])
     summary["seconds"] = float(sum(m.get("summary", {}).get("seconds", 0.0) for _, _, m in mans))
     summary["merged_parts"] = len(mans)

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 import bsrdata
@@ -110,6 +111,11 @@ def test_shard_slices_and_merge(whole, tmp_path):
     a, ma = _shas(whole[0])
     b, mb = _shas(tmp_path / "m")
     assert a == b and ma["groups"] == mb["groups"] and mb["complete"]
+    # the merged summary describes the whole dataset, not part 1
+    assert mb["summary"]["splits"] == ma["summary"]["splits"] and mb["summary"]["groups"] == ma["summary"]["groups"]
+    assert mb["summary"]["rendered_shards"] == sum(len(s["shards"]) for s in ma["splits"].values())
+    np.testing.assert_allclose(mb["summary"]["sigma_hist"]["fraction"], ma["summary"]["sigma_hist"]["fraction"],
+                               atol=1e-3)
     assert len(bsrdata.open_dataset(tmp_path / "m", "test", group=1)) == 10
     # slices built into one shared folder merge in place
     shared = tmp_path / "shared"
