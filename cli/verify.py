@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bsrdata.cli.progress import bar_callback
+from bsrdata.cli.progress import LazyBar
 from bsrdata.errors import BsrError
 
 
@@ -16,15 +16,9 @@ def verify(root, full, quiet):
     """Check DIR against its manifest: counts, shapes, dtypes, σ range, labels, groups (--full: sha256)."""
     from bsrdata.verify import verify_dataset
 
-    bar = None
-    progress = None
-    if not quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="shard", desc="verify", dynamic_ncols=True)
-        progress = bar_callback(bar)
+    bar = None if quiet else LazyBar(unit="shard", desc="verify", dynamic_ncols=True)
     try:
-        rep = verify_dataset(root, full=full, progress=progress)
+        rep = verify_dataset(root, full=full, progress=bar)
     finally:
         if bar is not None:
             bar.close()

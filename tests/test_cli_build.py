@@ -37,6 +37,8 @@ def test_demo_verify_preview(tmp_path, capsys):
     assert "group 5: 5 members, 1 invariant" in out and "σ histogram" in out
     code, out, err = run(["verify", d, "--full", "-q"], capsys)
     assert code == 0 and "OK" in out
+    code, out, err = run(["verify", d], capsys)  # the bar appears with its total: no empty 0-item bar first
+    assert code == 0 and "verify: 0shard" not in err and " 0/2 " in err
     png = str(tmp_path / "panel.png")
     code, out, err = run(["preview", d, "--group", "3", "--n", "2", "--out", png], capsys)
     assert code == 0 and Image.open(png).size[0] > 200
