@@ -207,6 +207,28 @@ def _hist_of_file(path, sigma_max):
 
 
 # ------------------------------------------------------------------------------------------ build
+def _int_option(name, value, low=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise BsrError(f"{name}: expected an integer, got {value!r}")
+    if low is not None and int(value) < low:
+        raise BsrError(f"{name}: must be >= {low}, got {value}")
+    return int(value)
+
+
+def check_build_options(*, workers=1, shard_size=32, limit=None, shard="1/1", n_groups=5, seed=0):
+    """Check the options of :func:`build_dataset` without touching anything; return ``(K, N)`` of ``shard``.
+
+    workers, shard_size, n_groups: integers >= 1; limit: None or an integer >= 1; seed: any integer;
+    shard: ``"K/N"``. BsrError (one line naming the option) otherwise."""
+    _int_option("--workers", workers, 1)
+    _int_option("--shard-size", shard_size, 1)
+    if limit is not None:
+        _int_option("--limit", limit, 1)
+    _int_option("n_groups", n_groups, 1)
+    _int_option("--seed", seed)
+    return parse_shard(shard)
+
+
 def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_size: int = 32, limit=None,
                   shard="1/1", recipe=None, progress=None, *, with_depth: bool = False, n_groups: int = 5,
                   grouped=("test",), mp_context: str | None = None, source_files=None) -> dict:
@@ -233,9 +255,9 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     t0 = time.time()
     if not isinstance(cfg, DegradeConfig):
         raise BsrError("cfg: expected a DegradeConfig")
-    if int(workers) < 1:
-        raise BsrError(f"--workers: must be >= 1, got {workers}")
-    k_part, n_part = parse_shard(shard)
+    # every option is checked before the output folder is touched (a rejected rebuild keeps its manifest)
+    k_part, n_part = check_build_options(workers=workers, shard_size=shard_size, limit=limit, shard=shard,
+                                         n_groups=n_groups, seed=seed)
     out = check_out_dir(out_dir)
     mname = NAME if n_part == 1 else part_manifest_name(k_part, n_part)
     mpath = os.path.join(out, mname)

@@ -13,7 +13,10 @@
 single channel, round(σ·1000), i.e. σ in thousandths of an HR pixel), ``seg`` (uint8 as stored, 255 =
 ignore), ``depth`` (uint16 mm, 0 = invalid; only if the dataset stores depth), groups as ``group{g}``.
 
-Both write ``bsr_export.json`` at the top (format, scales, the dataset's recipe, attrs and counts).
+Both write ``bsr_export.json`` at the top (format, scales, the dataset's recipe, attrs, counts and
+``files``: every file written, relative ``/``-separated paths). ``out`` must be apart from the dataset
+folder (not it, not inside it, not containing it); ``overwrite`` replaces only an earlier export whose
+record lists every file in it, and refuses a folder holding anything else.
 The export is written into a temporary sibling folder and renamed into place at the end, so an
 interrupted export never leaves a folder that looks complete.
 """
@@ -30,6 +33,7 @@ import numpy as np
 from bsrdata.errors import BsrError
 
 FORMATS = ("cmos", "png")
+RECORD = "bsr_export.json"  # the export record; "files" lists every file written (relative, "/"-separated)
 BLUR_SCALE = {"cmos": 10.0, "png": 1000.0}
 _NAMES = {"cmos": {"hr": "GT", "lr": "LRx4", "blur": "blur", "seg": "semseg", "group": "Group{}"},
           "png": {"hr": "hr", "lr": "lr", "blur": "blur", "seg": "seg", "group": "group{}"}}
@@ -71,6 +75,71 @@ def _safe(key):
     return re.sub(r"[^A-Za-z0-9._-]", "_", key)
 
 
+def _check_apart(root, out):
+    """BsrError when ``out`` is the dataset folder ``root``, lies inside it or contains it (real paths)."""
+    r, o = os.path.realpath(root), os.path.realpath(out)
+    if o == r:
+        raise BsrError(f"--out {out}: is the dataset folder {root} itself")
+    if os.path.commonpath([o, r]) == r:
+        raise BsrError(f"--out {out}: must not be inside the dataset folder {root}")
+    if os.path.commonpath([o, r]) == o:
+        raise BsrError(f"--out {out}: contains the dataset folder {root} (choose a folder of its own)")
+
+
+def _check_only_ours(out):
+    """Before ``--overwrite`` replaces ``out``: BsrError unless every file in it is listed in its
+    ``bsr_export.json`` (relative paths under ``"files"``), i.e. only files this tool wrote get removed."""
+    rec = os.path.join(out, RECORD)
+    try:
+        with open(rec) as fh:
+            listed = json.load(fh).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    if not isinstance(listed, list):
+        raise BsrError(f"--overwrite {out}: no {RECORD} listing its files, so it is not an export this tool "
+                       "can replace (remove it yourself or choose another --out)")
+    listed = set(listed) | {RECORD}
+    foreign = []
+    for dp, dns, fns in os.walk(out):
+        rel = os.path.relpath(dp, out)
+        for n in fns + [d for d in dns if os.path.islink(os.path.join(dp, d))]:
+            r = n if rel == "." else f"{rel}/{n}".replace(os.sep, "/")
+            if r not in listed:
+                foreign.append(r)
+    if foreign:
+        foreign.sort()
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise BsrError(f"--overwrite {out}: holds files this export did not write ({', '.join(foreign[:3])}{more});"
+                       " remove them or choose another --out")
+    return sorted(listed)
+
+
+def _remove_listed(folder, listed):
+    """Remove the listed files (relative paths) under ``folder``, then its folders that became empty."""
+    for rel in listed:
+        try:
+            os.remove(os.path.join(folder, *rel.split("/")))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+    for dp, _, _ in os.walk(folder, topdown=False):  # children before their parents
+        try:
+            os.rmdir(dp)
+        except OSError:
+            pass
+
+
+def _check_names(keys, where):
+    """BsrError when two keys of one folder sanitise to the same file name (one would overwrite the other)."""
+    seen = {}
+    for k in keys:
+        other = seen.setdefault(_safe(k) + ".png", k)
+        if other != k:
+            raise BsrError(f"export: keys '{other}' and '{k}' of {where} both become the file "
+                           f"'{_safe(k)}.png'; rename one in the source")
+
+
 def _grouped_split(m):
     """The split the test groups of Manifest ``m`` refer to (None without groups)."""
     if not m.groups:
@@ -93,11 +162,13 @@ def _write(path, arr):
 def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
     """Export the dataset at ``root`` (a folder with ``manifest.json``) to folders under ``out``.
 
-    format: ``"cmos"`` or ``"png"`` (module docstring). overwrite: replace an existing ``out``.
+    format: ``"cmos"`` or ``"png"`` (module docstring). overwrite: replace an earlier export in ``out``
+    (only when every file there is listed in its ``bsr_export.json``; nothing else is ever removed).
     progress: optional ``callable(done, total)`` (images written). Returns a summary dict
     ``{"format", "out", "splits": {split: n_images}, "groups": {g: n}, "files": n}``.
     Reads through :func:`bsrdata.open_dataset`. Raises BsrError for a missing / incomplete dataset, an
-    existing ``out`` (without overwrite) or an unwritable one."""
+    existing ``out`` (without overwrite, or holding files not in its record with it), an ``out`` that is,
+    contains or lies inside the dataset folder, two keys that become one file name, or an unwritable ``out``."""
     from bsrdata import open_dataset
     from bsrdata.manifest import load_manifest
 
@@ -108,21 +179,30 @@ def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
     m = load_manifest(root)
     if not m.is_complete:
         raise BsrError(f"{root}: the dataset is incomplete (an interrupted build or one --shard part)")
+    _check_apart(root, out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise BsrError(f"{out}: exists and is not a folder")
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise BsrError(f"{out}: exists and is not empty (choose another --out or pass --overwrite)")
-    if os.path.commonpath([out, os.path.abspath(root)]) == os.path.abspath(root):
-        raise BsrError(f"{out}: must not be inside the dataset folder {root}")
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise BsrError(f"{out}: exists and is not empty (choose another --out or pass --overwrite)")
+        _check_only_ours(out)
     names = _NAMES[format]
     grouped = _grouped_split(m)
     views = {}
-    for split in m.splits:
-        views[split] = open_dataset(root, split)
     gviews = {}
-    if grouped is not None:
-        for g in sorted(m.groups, key=int):
-            gviews[g] = open_dataset(root, grouped, group=g)
+    try:
+        for split in m.splits:
+            views[split] = open_dataset(root, split)
+        if grouped is not None:
+            for g in sorted(m.groups, key=int):
+                gviews[g] = open_dataset(root, grouped, group=g)
+        for split, view in views.items():
+            _check_names(view.keys, split)
+        for g, view in gviews.items():
+            _check_names(view.keys, f"{grouped} group {g}")
+    except BaseException:
+        _close(views, gviews)
+        raise
     total = sum(len(v) for v in views.values()) + sum(len(v) for v in gviews.values())
     done = 0
 
@@ -144,10 +224,13 @@ def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
             if progress is not None:
                 progress(done, total)
 
+        written = []
+
         def put(rel, arr):
             path = os.path.join(tmp, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _write(path, arr)
+            written.append(rel.replace(os.sep, "/"))
             summary["files"] += 1
 
         with_depth = False
@@ -188,15 +271,17 @@ def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
                 "depth_png": "uint16 millimetres, 0 = invalid" if with_depth else None,
                 "grouped_split": grouped, "splits": summary["splits"], "groups": summary["groups"],
                 "attrs": m.attrs, "recipe": m.recipe or None,
-                "source": m.source.to_json() if m.source else None}
-        with open(os.path.join(tmp, "bsr_export.json"), "w") as fh:
+                "source": m.source.to_json() if m.source else None,
+                "files": sorted(written)}
+        with open(os.path.join(tmp, RECORD), "w") as fh:
             json.dump(info, fh, indent=2, sort_keys=True)
         summary["files"] += 1
         if os.path.isdir(out):
             old = os.path.join(parent, f".{os.path.basename(out)}.old-{os.getpid()}")
+            listed = _check_only_ours(out) if os.listdir(out) else []  # again: only files its record lists go
             os.rename(out, old)
             os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_listed(old, listed)
         else:
             os.rename(tmp, out)
     except OSError as exc:
@@ -206,8 +291,13 @@ def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        for v in list(views.values()) + list(gviews.values()):
+        _close(views, gviews)
+    return summary
+
+
+def _close(*groups):
+    for d in groups:
+        for v in d.values():
             close = getattr(v, "close", None)
             if close is not None:
                 close()
-    return summary

@@ -50,13 +50,15 @@ def _cfg(base: dict, **over):
 
 def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files=None, grouped=("test",),
          n_groups=5):
-    from bsrdata.build import build_dataset, parse_shard
+    from bsrdata.build import build_dataset, check_build_options
 
     cfg = _cfg(base_cfg or {}, max_coc=kw["max_coc"], scale=kw["scale"], coc_step=kw["coc_step"],
                renderer=kw["renderer"], downsample=kw["downsample"], noise=kw["noise"],
                floor_colour=kw["floor_colour"])
     seed = default_seed if kw["seed"] is None else kw["seed"]
-    parse_shard(kw["shard"])
+    shard_size = 32 if kw["shard_size"] is None else kw["shard_size"]  # 0 is refused, not read as "default"
+    check_build_options(workers=kw["workers"], shard_size=shard_size, limit=kw["limit"], shard=kw["shard"],
+                        n_groups=n_groups, seed=seed)
     if recipe is not None:
         from bsrdata.recipes import with_deviations
 
@@ -71,7 +73,7 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
         progress = bar_callback(bar)
     try:
         summary = build_dataset(source, kw["out"], cfg, seed=seed, workers=kw["workers"],
-                                shard_size=kw["shard_size"] or 32, limit=kw["limit"], shard=kw["shard"],
+                                shard_size=shard_size, limit=kw["limit"], shard=kw["shard"],
                                 recipe=recipe, progress=progress, with_depth=kw["with_depth"],
                                 source_files=source_files, grouped=grouped, n_groups=n_groups)
     except BaseException:

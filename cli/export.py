@@ -17,7 +17,8 @@ from bsrdata.cli.progress import bar_callback
 @click.option("--format", "fmt", type=click.Choice(["cmos", "png"]), default="cmos", show_default=True,
               help="cmos: the CMOS code's folder layout; png: plain lossless folders.")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder to create (must be new or empty).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing non-empty --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier export in --out (refused if it holds files its bsr_export.json does not list).")
 def export(root, fmt, out_dir, overwrite):
     """Export the dataset at ROOT (a folder with manifest.json) to image folders."""
     from tqdm import tqdm

@@ -135,3 +135,33 @@ def test_non_rgb_image_stops_build(tmp_path):
         build_dataset(_GreySource(), tmp_path, DegradeConfig(renderer="gather"))
     _nothing_complete(tmp_path)
     assert not list(tmp_path.rglob("*.h5"))
+
+
+def test_rejected_rebuild_keeps_the_manifest(tmp_path, capsys):
+    d = str(tmp_path / "demo")
+    code, _, err = run(["build", "demo", "--out", d, *TINY], capsys)
+    assert code == 0, err
+    mpath = os.path.join(d, "manifest.json")
+    with open(mpath, "rb") as f:
+        before = f.read()
+    for bad, opt in ((["--limit", "0"], "--limit"), (["--shard-size", "-1"], "--shard-size"),
+                     (["--shard-size", "0"], "--shard-size"), (["--workers", "0"], "--workers")):
+        code, _, err = run(["build", "demo", "--out", d, *TINY, *bad], capsys)
+        assert code == 1 and err.startswith(f"bsr: error: {opt}") and len(err.strip().splitlines()) == 1, err
+        with open(mpath, "rb") as f:
+            assert f.read() == before, bad
+    from bsrdata.sources.folder import FolderSource
+
+    try:
+        from tests import fakes
+    except ImportError:
+        import fakes
+    fakes.make_folder(tmp_path / "src", splits={"train": 2, "test": 5}, h=16, w=16)
+    src = FolderSource(tmp_path / "src", num_classes=5)
+    for kw in ({"limit": 0}, {"shard_size": -1}, {"shard_size": 2.5}, {"seed": "x"}, {"n_groups": 0},
+               {"shard": "3/2"}):
+        with pytest.raises(BsrError, match="--limit|--shard-size|--seed|n_groups|--shard"):
+            build_dataset(src, d, DegradeConfig(max_coc=3), **kw)
+        with open(mpath, "rb") as f:
+            assert f.read() == before, kw
+    assert not verify_dataset(d)["problems"]

@@ -122,9 +122,60 @@ def test_refuses_existing_and_overwrites(built, tmp_path):
     with pytest.raises(BsrError, match="not empty"):
         export_dataset(built / "ds", out, "cmos")
     assert os.listdir(out) == ["keep.txt"]
+    # --overwrite removes only files an earlier export recorded: a folder holding anything else is refused
+    with pytest.raises(BsrError, match="no bsr_export.json"):
+        export_dataset(built / "ds", out, "cmos", overwrite=True)
+    assert os.listdir(out) == ["keep.txt"]
+    os.remove(out / "keep.txt")
+    export_dataset(built / "ds", out, "png")
     export_dataset(built / "ds", out, "cmos", overwrite=True)
-    assert "keep.txt" not in os.listdir(out) and "train" in os.listdir(out)
+    assert "train" in os.listdir(out) and "hr" not in os.listdir(out / "train")
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".o.")]
+    info = json.loads((out / "bsr_export.json").read_text())
+    on_disk = sorted(os.path.relpath(os.path.join(dp, f), out).replace(os.sep, "/")
+                     for dp, _, fs in os.walk(out) for f in fs)
+    assert sorted(info["files"] + ["bsr_export.json"]) == on_disk and len(on_disk) > 100
+    (out / "train" / "GT" / "notes.txt").write_text("mine")
+    (out / "extra.csv").write_text("mine")
+    with pytest.raises(BsrError, match=r"did not write \(extra.csv, train/GT/notes.txt\)"):
+        export_dataset(built / "ds", out, "png", overwrite=True)
+    assert (out / "extra.csv").read_text() == "mine" and (out / "train" / "GT" / "notes.txt").read_text() == "mine"
+    assert "GT" in os.listdir(out / "train")  # the earlier export is still in place
+
+
+@pytest.mark.parametrize("where", ["same", "contains", "inside"])
+def test_out_apart_from_dataset(tmp_path_factory, where):
+    from bsrdata.build import build_dataset
+    from bsrdata.degrade import DegradeConfig
+    from bsrdata.verify import verify_dataset
+
+    base = tmp_path_factory.mktemp("apart")
+    fakes.make_folder(base / "src", splits={"train": 2, "test": 5}, h=16, w=16)
+    ds = base / "top" / "ds"
+    build_dataset(FolderSource(base / "src", num_classes=5), ds, DegradeConfig(max_coc=3), seed=1)
+    out = {"same": ds, "contains": base / "top", "inside": ds / "exp"}[where]
+    os.symlink(out, base / "link")  # the check compares real paths: a link to the folder is the same folder
+    for target in (out, base / "link"):
+        with pytest.raises(BsrError, match="dataset folder"):
+            export_dataset(ds, target, "cmos", overwrite=True)
+    assert not verify_dataset(ds)["problems"]
+    assert not (ds / "exp").exists()
+
+
+def test_keys_with_one_file_name_refused(tmp_path):
+    from bsrdata.build import build_dataset
+    from bsrdata.degrade import DegradeConfig
+
+    fakes.make_folder(tmp_path / "src", splits={"train": 2, "test": 5}, h=16, w=16)
+    for sub in ("rgb", "depth", "seg"):
+        d = tmp_path / "src" / sub / "train"
+        os.rename(d / "trainimg00.png", d / "a b.png")
+        os.rename(d / "trainimg01.png", d / "a_b.png")
+    build_dataset(FolderSource(tmp_path / "src", num_classes=5), tmp_path / "ds", DegradeConfig(max_coc=3), seed=1)
+    assert sorted(open_dataset(tmp_path / "ds", "train").keys) == ["a b", "a_b"]
+    with pytest.raises(BsrError, match="'a b' and 'a_b' of train both become the file 'a_b.png'"):
+        export_dataset(tmp_path / "ds", tmp_path / "out", "cmos")
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_inputs(built, tmp_path):
