@@ -410,6 +410,8 @@ def _run_pool(todo, ctx, workers, results, tick, mp_context):
         for fut in futs:
             fut.cancel()
         ex.shutdown(wait=True, cancel_futures=True)
+        if not failed:  # a worker's last progress put may still be in its feeder thread until it exits
+            _drain(q, tick)
         q.close()
         if failed:  # workers stopped mid-shard leave a .tmp<pid> of a shard this run owns: remove it
             for j in todo:
