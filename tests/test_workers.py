@@ -105,8 +105,9 @@ def _alive(pid):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
-@pytest.mark.parametrize("pdeathsig", ["1", "0"], ids=["prctl", "getppid-watch"])
-def test_workers_die_with_a_killed_build(tmp_path, pdeathsig):
+@pytest.mark.parametrize("pdeathsig, sig", [("1", signal.SIGKILL), ("0", signal.SIGKILL), ("1", signal.SIGTERM)],
+                         ids=["prctl-kill", "getppid-watch-kill", "prctl-term"])
+def test_workers_die_with_a_killed_build(tmp_path, pdeathsig, sig):
     pids = tmp_path / "pids"
     pids.mkdir()
     p = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(tmp_path / "out"), str(pids), pdeathsig],
@@ -119,8 +120,8 @@ def test_workers_die_with_a_killed_build(tmp_path, pdeathsig):
         assert len(workers) >= 2, p.stderr.read().decode()[-2000:] if p.poll() is not None else "no workers"
         assert all(_alive(w) for w in workers)
     finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
+        os.kill(p.pid, sig)
+        p.wait(timeout=30)
     deadline = time.time() + 10
     while any(_alive(w) for w in workers) and time.time() < deadline:
         time.sleep(0.05)
