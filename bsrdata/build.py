@@ -32,6 +32,7 @@ import numpy as np
 from bsrdata.errors import BsrError
 from bsrdata.fileio import remove_temps, tmp_name
 from bsrdata.manifest import FORMAT, NAME, sha256_file, write_json_atomic, write_manifest
+from bsrdata.workers import check_workers, die_with_parent, pool_size
 
 N_HIST = 10
 
@@ -133,6 +134,14 @@ def _init_worker(ctx):
     _W.update(ctx)
 
 
+_PDEATHSIG = True  # tests set False to check the getppid() watch alone
+
+
+def _init_pool_worker(ctx, parent_pid, pdeathsig):
+    die_with_parent(parent_pid, pdeathsig=pdeathsig)  # a killed build must not leave workers rendering
+    _init_worker(ctx)
+
+
 def _report(n=1):
     q = _W.get("queue")
     if q is not None:
@@ -220,7 +229,7 @@ def check_build_options(*, workers=1, shard_size=32, limit=None, shard="1/1", n_
 
     workers, shard_size, n_groups: integers >= 1; limit: None or an integer >= 1; seed: any integer;
     shard: ``"K/N"``. BsrError (one line naming the option) otherwise."""
-    _int_option("--workers", workers, 1)
+    check_workers(workers)
     _int_option("--shard-size", shard_size, 1)
     if limit is not None:
         _int_option("--limit", limit, 1)
@@ -236,7 +245,8 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
 
     Args:
         source: a source object (API.md). cfg: :class:`bsrdata.degrade.DegradeConfig`. seed: int.
-        workers: processes (1 = in this process). shard_size: renderings per shard.
+        workers: processes, 1..4096 (1 = in this process); the pool is capped at the pending shards and
+            at 4 x the CPU count (see :mod:`bsrdata.workers`). shard_size: renderings per shard.
         limit: keep only the first ``limit`` keys of every split. shard: ``"K/N"`` slice.
         recipe: dict stored in the manifest; without ``limit`` its ``expected`` counts are checked against
             the plan before anything is rendered (and again by verify).
@@ -246,7 +256,8 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     Returns:
         summary: {"splits": {split: {"images", "renderings", "invariant", "shards"}}, "groups": {...},
         "sigma_hist": {"edges", "fraction"}, "seconds", "rendered_shards", "skipped_shards",
-        "workers_peak_rss_mb": {pid: MB}, "manifest": path}.
+        "workers_peak_rss_mb": {pid: MB}, "workers": {"requested", "used", "pending_shards", "cpus"},
+        "manifest": path}.
     """
     from bsrdata import GENERATOR_VERSION
     from bsrdata.degrade import DegradeConfig
@@ -256,6 +267,7 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     if not isinstance(cfg, DegradeConfig):
         raise BsrError("cfg: expected a DegradeConfig")
     # every option is checked before the output folder is touched (a rejected rebuild keeps its manifest)
+    workers = check_workers(workers)
     k_part, n_part = check_build_options(workers=workers, shard_size=shard_size, limit=limit, shard=shard,
                                          n_groups=n_groups, seed=seed)
     out = check_out_dir(out_dir)
@@ -301,7 +313,8 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
            "attrs": attrs}
     if progress is not None:
         progress(done[0], total)
-    if todo and int(workers) == 1:
+    n_pool = pool_size(workers, len(todo))
+    if todo and workers == 1:
         _init_worker(dict(ctx, callback=tick))
         try:
             for j in todo:
@@ -309,7 +322,7 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         finally:
             _W.clear()
     elif todo:
-        _run_pool(todo, ctx, int(workers), results, tick, mp_context)
+        _run_pool(todo, ctx, n_pool, results, tick, mp_context)
 
     # ----------------------------------------------------------------- manifest (last, atomic)
     entries = [results[j.index] for j in mine]
@@ -344,6 +357,8 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         "rendered_shards": sum(1 for e in entries if e["rendered"]),
         "skipped_shards": sum(1 for e in entries if not e["rendered"]),
         "workers_peak_rss_mb": {str(e["pid"]): e["maxrss_mb"] for e in entries if e["rendered"]},
+        "workers": {"requested": workers, "used": n_pool, "pending_shards": len(todo),
+                    "cpus": os.cpu_count() or 1},
     }
     manifest = {
         "format": FORMAT,
@@ -360,7 +375,7 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         "splits": man_splits,
         "groups": groups,
         "plan_id": hashlib.sha256(json.dumps([j.build_id for j in jobs]).encode()).hexdigest(),
-        "summary": {k: v for k, v in summary.items() if k != "workers_peak_rss_mb"},
+        "summary": {k: v for k, v in summary.items() if k not in ("workers_peak_rss_mb", "workers")},
     }
     write_json_atomic(mpath, manifest)
     summary["manifest"] = mpath
@@ -393,8 +408,8 @@ def _run_pool(todo, ctx, workers, results, tick, mp_context):
         _warm_up(ctx["cfg"])
     mctx = mp.get_context(method)
     q = mctx.Queue()
-    ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mctx, initializer=_init_worker,
-                                initargs=(dict(ctx, queue=q),))
+    ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mctx, initializer=_init_pool_worker,
+                                initargs=(dict(ctx, queue=q), os.getpid(), _PDEATHSIG))
     futs = {}
     failed = True
     try:
@@ -419,6 +434,8 @@ def _run_pool(todo, ctx, workers, results, tick, mp_context):
         for fut in futs:
             fut.cancel()
         ex.shutdown(wait=True, cancel_futures=True)
+        if not failed:  # a worker's last progress put may still be in its feeder thread until it exits
+            _drain(q, tick)
         q.close()
         if failed:  # workers stopped mid-shard leave a .tmp<pid> of a shard this run owns: remove it
             for j in todo:

@@ -88,7 +88,11 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
 
 
 def _print_summary(s):
+    from bsrdata.workers import describe
+
     echo = click.echo
+    if s.get("workers") and describe(s["workers"]):
+        echo(describe(s["workers"]))
     echo(f"built in {s['seconds']:.1f} s: {s['rendered_shards']} shards rendered, {s['skipped_shards']} kept "
          "from an earlier run")
     for split, c in s["splits"].items():
