@@ -375,11 +375,32 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         "splits": man_splits,
         "groups": groups,
         "plan_id": hashlib.sha256(json.dumps([j.build_id for j in jobs]).encode()).hexdigest(),
-        "summary": {k: v for k, v in summary.items() if k not in ("workers_peak_rss_mb", "workers")},
+        # what depends on this run rather than on the dataset (times, resumed shards, workers) goes to the
+        # build log, so two builds of the same dataset write byte-identical manifests
+        "summary": {k: v for k, v in summary.items() if k not in RUN_ONLY},
     }
     write_json_atomic(mpath, manifest)
+    append_build_log(out, {"event": "build", "manifest": mname, **{k: summary[k] for k in RUN_ONLY}})
     summary["manifest"] = mpath
     return summary
+
+
+RUN_ONLY = ("seconds", "rendered_shards", "skipped_shards", "workers_peak_rss_mb", "workers")
+BUILD_LOG = "build-log.jsonl"
+
+
+def append_build_log(out, record: dict) -> str:
+    """Append one JSON line (``record`` plus the UTC time ``finished``) to ``out/build-log.jsonl``; the
+    run-dependent facts of a build or merge live there, not in the manifest."""
+    path = os.path.join(os.fspath(out), BUILD_LOG)
+    line = json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record},
+                      default=float)
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        raise BsrError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path
 
 
 def _warm_up(cfg):
@@ -540,13 +561,13 @@ def merge(out, parts) -> dict:
     # per-split shard counts and the rendered/kept tallies are the parts' sums, not part 1's
     summary["splits"] = {s: dict((summary.get("splits") or {}).get(s, {}), shards=len(v["shards"]),
                                  stored=v["count"]) for s, v in new_splits.items()}
-    for k in ("rendered_shards", "skipped_shards"):
-        summary[k] = int(sum(m.get("summary", {}).get(k, 0) for _, _, m in mans))
+    for k in RUN_ONLY:
+        summary.pop(k, None)  # older part manifests carried them
     summary["sigma_hist"] = dict(summary.get("sigma_hist", {}), fraction=[float(x) for x in hist / max(tot, 1)])
-    summary["seconds"] = float(sum(m.get("summary", {}).get("seconds", 0.0) for _, _, m in mans))
     summary["merged_parts"] = len(mans)
     merged["summary"] = summary
     write_manifest(out, merged)
+    append_build_log(out, {"event": "merge", "manifest": NAME, "parts": [mp_ for _, mp_, _ in mans]})
     return merged
 
 
