@@ -92,9 +92,7 @@ def _splits_with_limit(source, limit):
     splits = source.splits()
     if not isinstance(splits, dict) or not splits:
         raise BsrError(f"source {getattr(source, 'name', '?')}: no splits")
-    if limit is not None:
-        if int(limit) < 1:
-            raise BsrError(f"--limit: must be >= 1, got {limit}")
+    if limit is not None:  # checked by check_build_options
         splits = {s: list(k)[: int(limit)] for s, k in splits.items()}
     return {s: list(k) for s, k in splits.items() if len(k)}
 

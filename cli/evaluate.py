@@ -12,8 +12,6 @@ import os
 import click
 
 from bsrdata.errors import BsrError
-from bsrdata.tables import eval_csv as format_csv  # noqa: F401  (re-exported for bsr train and scripts)
-from bsrdata.tables import eval_markdown as format_markdown  # noqa: F401
 
 
 @click.command("eval")

@@ -5,8 +5,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SKIP_DIRS = {".git", ".venv", "out", "runs", "__pycache__", "build", "dist"}
 PRIVATE = re.compile(r"\bFACTS\b|\bDESIGN\.md\b|\.\./shared\b")
@@ -36,8 +34,7 @@ def test_no_private_design_notes_cited():
 
 def test_lint_catches_an_unused_import(tmp_path):
     ruff = os.path.join(os.path.dirname(sys.executable), "ruff")
-    if not os.path.isfile(ruff):
-        pytest.skip("ruff is not installed in this environment (pip install -e .[test])")
+    assert os.path.isfile(ruff), "ruff is part of the test extra: pip install -e .[test] (make test does)"
     bad = tmp_path / "bad.py"
     bad.write_text("import os\n")
     r = subprocess.run([ruff, "check", "--config", os.path.join(ROOT, "pyproject.toml"), str(bad)],

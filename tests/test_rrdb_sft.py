@@ -173,7 +173,7 @@ def test_stage3_freezes_cmos_and_trains_sr(sr_data, tmp_path):
 @pytest.mark.parametrize("hf", [False, True])
 @pytest.mark.parametrize("vf", [False, True])
 def test_dihedral_keeps_direct_grid_registered(tr, hf, vf):
-    from bsrdata.models.engine.task_sr import dihedral
+    from bsrdata.dataset import dihedral
 
     torch.manual_seed(3)
     hr = torch.rand(2, 3, 16, 20)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bsrdata.dataset import HR_KEYS, dihedral  # noqa: F401  (dihedral: the one grid-aware flip)
+from bsrdata.dataset import dihedral
 from bsrdata.errors import BsrError
 from bsrdata.models.engine.task import Task, check_choice, check_int, check_number
 
