@@ -483,6 +483,13 @@ def run_bench(data: BenchData, methods: list, out_dir, *, crop_border: int = 0, 
     if crop_border < 0:
         raise BsrError(f"--crop-border: must be >= 0, got {crop_border}")
     out_dir = os.fspath(out_dir)
+    from bsrdata.lock import folder_lock
+
+    with folder_lock(out_dir, "bench"):  # one writer per results folder (docs/pipeline.md, "Guarantees")
+        return _run_bench(data, methods, out_dir, crop_border, progress, save_images, fresh)
+
+
+def _run_bench(data, methods, out_dir, crop_border, progress, save_images, fresh) -> BenchResult:
     rdir = os.path.join(out_dir, "results")
     os.makedirs(rdir, exist_ok=True)
     order = list(data.units)

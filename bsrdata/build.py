@@ -31,6 +31,7 @@ import numpy as np
 
 from bsrdata.errors import BsrError
 from bsrdata.fileio import remove_temps, tmp_name
+from bsrdata.lock import folder_lock
 from bsrdata.manifest import FORMAT, NAME, sha256_file, write_json_atomic, write_manifest
 from bsrdata.workers import check_workers, die_with_parent, pool_size
 
@@ -257,7 +258,6 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         "workers_peak_rss_mb": {pid: MB}, "workers": {"requested", "used", "pending_shards", "cpus"},
         "manifest": path}.
     """
-    from bsrdata import GENERATOR_VERSION
     from bsrdata.degrade import DegradeConfig
     from bsrdata.plan import make_plan
 
@@ -269,10 +269,6 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     k_part, n_part = check_build_options(workers=workers, shard_size=shard_size, limit=limit, shard=shard,
                                          n_groups=n_groups, seed=seed)
     out = check_out_dir(out_dir)
-    mname = NAME if n_part == 1 else part_manifest_name(k_part, n_part)
-    mpath = os.path.join(out, mname)
-    if os.path.exists(mpath):
-        os.remove(mpath)  # a rebuild in progress must never look complete
     splits = _splits_with_limit(source, limit)
     plan = make_plan(splits, seed, n_groups=n_groups, grouped=grouped)
     if recipe is not None and limit is None:
@@ -288,6 +284,23 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     src_name = getattr(source, "name", type(source).__name__)
     for j in jobs:
         j.build_id = _build_id(j, attrs, seed, src_name, with_depth)
+    plan_id = hashlib.sha256(json.dumps([j.build_id for j in jobs]).encode()).hexdigest()
+    # one writer per folder; the slices of one plan may share it (docs/pipeline.md, "Guarantees")
+    share = None if n_part == 1 else (plan_id, f"{k_part}/{n_part}")
+    with folder_lock(out, "build" if n_part == 1 else f"build --shard {k_part}/{n_part}", share=share):
+        return _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, progress, with_depth,
+                             k_part, n_part, t0, splits, plan, jobs, attrs, src_name, plan_id, source_files,
+                             mp_context)
+
+
+def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, progress, with_depth,
+                  k_part, n_part, t0, splits, plan, jobs, attrs, src_name, plan_id, source_files, mp_context):
+    from bsrdata import GENERATOR_VERSION
+
+    mname = NAME if n_part == 1 else part_manifest_name(k_part, n_part)
+    mpath = os.path.join(out, mname)
+    if os.path.exists(mpath):
+        os.remove(mpath)  # a rebuild in progress must never look complete
     mine = [j for j in jobs if j.index % n_part == k_part - 1]
     total = sum(len(j.items) for j in mine)
 
@@ -372,7 +385,7 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         "complete": n_part == 1,
         "splits": man_splits,
         "groups": groups,
-        "plan_id": hashlib.sha256(json.dumps([j.build_id for j in jobs]).encode()).hexdigest(),
+        "plan_id": plan_id,
         # what depends on this run rather than on the dataset (times, resumed shards, workers) goes to the
         # build log, so two builds of the same dataset write byte-identical manifests
         "summary": {k: v for k, v in summary.items() if k not in RUN_ONLY},
@@ -496,6 +509,11 @@ def merge(out, parts) -> dict:
     if not parts:
         raise BsrError("merge: no parts given")
     out = check_out_dir(out)
+    with folder_lock(out, "merge"):
+        return _merge_locked(out, parts)
+
+
+def _merge_locked(out, parts) -> dict:
     mans = []
     for p in parts:
         for mp_ in _find_part_manifests(p):

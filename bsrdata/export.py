@@ -160,6 +160,15 @@ def _write(path, arr):
 
 
 def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
+    """Export ``root`` to ``out`` (see :func:`_export`) holding the lock of ``out`` (kept beside it, as the
+    finished export is swapped in whole): two exports into one folder cannot interleave."""
+    from bsrdata.lock import folder_lock
+
+    with folder_lock(os.path.abspath(os.fspath(out)), "export", beside=True):
+        return _export(root, out, format, overwrite=overwrite, progress=progress)
+
+
+def _export(root, out, format="cmos", *, overwrite=False, progress=None):
     """Export the dataset at ``root`` (a folder with ``manifest.json``) to folders under ``out``.
 
     format: ``"cmos"`` or ``"png"`` (module docstring). overwrite: replace an earlier export in ``out``

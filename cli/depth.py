@@ -42,11 +42,8 @@ def depth():
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Process at most N pairs (in order).")
 def cityscapes(root, weights, out_dir, device, size, iters, splits, limit):
     """CREStereo disparity for every Cityscapes stereo pair, written as a resumable cache."""
-    import numpy as np
 
-    from bsrdata import depth_cache, stereo
-    from bsrdata.manifest import sha256_file
-    from bsrdata.sources.folder import read_image
+    from bsrdata import depth_cache
 
     size = _parse_size(size)
     pairs = depth_cache.list_pairs(root, out_dir, list(splits) or None)
@@ -56,8 +53,19 @@ def cityscapes(root, weights, out_dir, device, size, iters, splits, limit):
 
     dev = pick_device(device)
     depth_cache.check_writable(out_dir)
+    from bsrdata.lock import folder_lock
 
+    with folder_lock(out_dir, "depth"):
+        _run(pairs, weights, out_dir, dev, size, iters)
+
+
+def _run(pairs, weights, out_dir, dev, size, iters):
+    import numpy as np
+
+    from bsrdata import depth_cache, stereo
+    from bsrdata.manifest import sha256_file
     from bsrdata.models.crestereo import load_crestereo, predict_disparity
+    from bsrdata.sources.folder import read_image
 
     model = load_crestereo(weights, dev)
     depth_cache.check_settings(out_dir, {

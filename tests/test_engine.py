@@ -437,3 +437,17 @@ def test_cli_device_through_pick_device(tmp_path, data):
     assert r.stderr.strip().splitlines() == [
         "bsr: error: --device: unknown device 'bogus' (use auto, cpu, cuda or cuda:N)"]
     assert not (tmp_path / "r").exists()
+
+
+def test_train_into_a_locked_run_folder_is_refused(tmp_path, data):
+    """Two trainings into one --out: the second is one line, and the running one's folder is untouched."""
+    from bsrdata.lock import folder_lock
+
+    task = TinyTask()
+    run = tmp_path / "run"
+    with folder_lock(run, "train"):
+        with pytest.raises(BsrError, match=f"{run}: in use by another bsr process \\(train, pid"):
+            train(task, small_cfg(task, iterations=2, val_every=2), data, run, progress=False)
+        assert sorted(os.listdir(run)) == [".bsr-lock"]
+    res = train(task, small_cfg(task, iterations=2, val_every=2), data, run, progress=False)
+    assert res["iterations"] == 2 and not (run / ".bsr-lock").exists()

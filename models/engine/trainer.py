@@ -17,6 +17,7 @@ validation), ``pretrained.json`` (which backbone tensors an ImageNet weights fil
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bsrdata.errors import BsrError
 from bsrdata.fileio import replace_dir, write_json_atomic
+from bsrdata.lock import folder_lock
 from bsrdata.models import checkpoint
 
 LAST = "last"
@@ -232,10 +234,12 @@ def train(task, cfg: dict, data_root, out_dir, resume: bool = True, *, progress:
     dist = Dist(device)  # --device checked before anything is read or written
     try:
         cfg = task.resolve(cfg)
-        start, state = _check_run_folder(out_dir, cfg, resume)
-        if t["threads"]:
-            torch.set_num_threads(int(t["threads"]))
-        return _train(task, cfg, out_dir, last, start, dist, progress, stop_after, time_limit, state)
+        # one writer per run folder (rank 0 writes it; docs/pipeline.md, "Guarantees")
+        with folder_lock(out_dir, "train") if dist.main else contextlib.nullcontext():
+            start, state = _check_run_folder(out_dir, cfg, resume)
+            if t["threads"]:
+                torch.set_num_threads(int(t["threads"]))
+            return _train(task, cfg, out_dir, last, start, dist, progress, stop_after, time_limit, state)
     finally:
         dist.close()
 
