@@ -177,10 +177,15 @@ class BenchData:
         return {g: (u[:limit] if limit else list(u)) for g, u in self.groups.items()}
 
     def load(self, uid: str) -> dict:
-        from bsrdata.shards import read_sample
+        from bsrdata.shards import read_sample, shard_path
 
         u = self.units[uid]
-        s = read_sample(os.path.join(self.root, u.shard), u.index)
+        count = next((sh.count for sp in self.manifest.splits.values() for sh in sp.shards
+                      if sh.path == u.shard), None)
+        s = read_sample(shard_path(self.root, u.shard), u.index, count=count)
+        if s["key"] != u.key:
+            raise BsrError(f"{os.path.join(self.root, u.shard)}: sample {u.index} is not '{u.key}' as the "
+                           "manifest says")
         _check_sample(s, f"{u.shard}[{u.index}]", self.scale)
         return s
 

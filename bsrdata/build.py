@@ -33,6 +33,7 @@ from bsrdata.errors import BsrError
 from bsrdata.fileio import remove_temps, tmp_name
 from bsrdata.lock import folder_lock
 from bsrdata.manifest import FORMAT, NAME, sha256_file, write_json_atomic, write_manifest
+from bsrdata.shards import shard_path
 from bsrdata.workers import check_workers, die_with_parent, pool_size
 
 N_HIST = 10
@@ -534,7 +535,7 @@ def _merge_locked(out, parts) -> dict:
             for sh in s["shards"]:
                 if sh["path"] in shards:
                     continue
-                src = os.path.join(root, sh["path"])
+                src = shard_path(root, sh["path"])
                 dst = os.path.join(out, sh["path"])
                 if not os.path.isfile(src):
                     raise BsrError(f"{src}: shard listed in {os.path.basename(mp_)} is missing")

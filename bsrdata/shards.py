@@ -295,6 +295,54 @@ def write_dataset(root, splits: dict, *, attrs: dict, groups: dict | None = None
 
 
 # ------------------------------------------------------------------------------------------ read side
+# Bounds checked before any data is read, so a crafted shard cannot make a reader allocate what its few
+# bytes declare (a gzip chunk inflates ~1000x). A Cityscapes-size sample is 2048 x 1024 x 4 B = 8 MiB per
+# map; the bounds leave 30x room over that.
+MAX_SAMPLES = 1 << 16  # samples per shard
+MAX_SAMPLE_BYTES = 1 << 28  # one sample of one dataset (256 MiB)
+MAX_CHUNK_BYTES = 1 << 28  # one HDF5 chunk, the unit a read decompresses
+
+
+def shard_path(root, rel) -> str:
+    """``root/rel`` for a shard path of the manifest, refused when it resolves outside ``root`` (a
+    symbolic link out of the dataset folder). The manifest already refuses absolute and ``..`` paths."""
+    root = os.fspath(root)
+    path = os.path.join(root, rel)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root or real == real_root:
+        raise BsrError(f"{path}: resolves outside the dataset folder {root} (a link?); shards must lie in it")
+    return path
+
+
+def _check_storage(f, path) -> None:
+    """Every object of a shard is a plain dataset stored in the file itself: no soft or external links, no
+    groups, no virtual datasets, no external raw storage (each would let a shard read bytes from other
+    files, which neither the manifest's sha256 nor ``verify --full`` would see), and no dataset declaring
+    more than the bounds above."""
+    h5py = _h5py()
+    for name in f:
+        link = f.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise BsrError(f"{path}: '{name}' is a {type(link).__name__}; shards hold only their own datasets")
+        obj = f.get(name)
+        if not isinstance(obj, h5py.Dataset):
+            raise BsrError(f"{path}: '{name}' is not a dataset")
+        if obj.is_virtual:
+            raise BsrError(f"{path}: '{name}' is a virtual dataset (data from other files); refused")
+        if obj.external:
+            raise BsrError(f"{path}: '{name}' keeps its data in external files; refused")
+        shape = obj.shape or ()
+        if shape and shape[0] > MAX_SAMPLES:
+            raise BsrError(f"{path}: '{name}' declares {shape[0]} samples (more than {MAX_SAMPLES})")
+        item = obj.dtype.itemsize
+        per = item * int(np.prod(shape[1:], dtype=np.int64)) if shape else item
+        if per > MAX_SAMPLE_BYTES:
+            raise BsrError(f"{path}: '{name}' declares {per} bytes per sample (more than {MAX_SAMPLE_BYTES})")
+        if obj.chunks is not None and item * int(np.prod(obj.chunks, dtype=np.int64)) > MAX_CHUNK_BYTES:
+            raise BsrError(f"{path}: '{name}' has chunks {obj.chunks} larger than {MAX_CHUNK_BYTES} bytes")
+
+
 def _open_h5(path):
     h5py = _h5py()
     path = os.fspath(path)
@@ -306,9 +354,13 @@ def _open_h5(path):
         raise BsrError(f"{path}: not a readable HDF5 shard ({exc})") from None
 
 
-def check_shard(f, path) -> dict:
+def check_shard(f, path, count: int | None = None) -> dict:
     """Validate an open shard's structure against :data:`FIELDS`; returns its metadata (n, shape, attrs,
-    keys, invariant, with_seg, with_depth, fields = the stored field names in table order)."""
+    keys, invariant, with_seg, with_depth, fields = the stored field names in table order).
+
+    Links, virtual or external storage and declared sizes are checked first (:func:`_check_storage`), and
+    ``count`` (the manifest's sample count, when given) before the keys are read."""
+    _check_storage(f, path)
     for k in [fd.name for fd in FIELDS if not fd.optional] + ["key", "invariant"]:
         if k not in f:
             raise BsrError(f"{path}: dataset '{k}' missing")
@@ -316,6 +368,8 @@ def check_shard(f, path) -> dict:
     if hr.dtype != np.uint8 or hr.ndim != 4 or hr.shape[3] != 3:
         raise BsrError(f"{path}: hr must be uint8 (N, H, W, 3), is {hr.dtype} {hr.shape}")
     n, h, w = hr.shape[:3]
+    if count is not None and n != count:
+        raise BsrError(f"{path}: {n} samples, manifest says {count}")
     attrs = _read_attrs(f)
     for k in REQUIRED_ATTRS:
         if k not in attrs:
@@ -374,10 +428,11 @@ def _sample_from(f, i, path, fields=None) -> dict:
     return out
 
 
-def read_sample(path, index: int) -> dict:
-    """Read one Sample dict (API.md) from a shard file, validating the file's structure."""
+def read_sample(path, index: int, *, count: int | None = None) -> dict:
+    """Read one Sample dict (API.md) from a shard file, validating the file's structure (and its sample
+    count against ``count``, the manifest's, when given)."""
     with _open_h5(path) as f:
-        meta = check_shard(f, path)
+        meta = check_shard(f, path, count)
         if not 0 <= index < meta["n"]:
             raise BsrError(f"{path}: sample {index} out of range (0..{meta['n'] - 1})")
         return _sample_from(f, index, path)
@@ -408,6 +463,7 @@ class DatasetView(Sequence):
         self._files = {}
         self._checked = set()
         self._pid = os.getpid()
+        self._counts = {sh.path: sh.count for sp in manifest.splits.values() for sh in sp.shards}
 
     @property
     def keys(self):
@@ -426,12 +482,16 @@ class DatasetView(Sequence):
             self._pid = os.getpid()
         f = self._files.get(rel)
         if f is None:
-            path = os.path.join(self.root, rel)
+            path = shard_path(self.root, rel)
             f = _open_h5(path)
             if rel not in self._checked:
-                meta = check_shard(f, path)
+                try:
+                    meta = check_shard(f, path, self._counts.get(rel))
+                    self._check_against(meta, rel, path)
+                except BaseException:
+                    f.close()
+                    raise
                 self._checked.add(rel)
-                self._check_against(meta, rel, path)
             self._files[rel] = f
         return f
 
