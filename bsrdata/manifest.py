@@ -10,7 +10,8 @@ Layout (API.md)::
      "groups": {"1": [{"key", "invariant", "shard", "index"}], ...},
      "plan_id": str, "summary": {...}}
 
-Only ``format``, ``attrs``, ``splits`` (each with ``shards`` and ``count``; each shard with ``path``,
+Only ``format``, ``attrs`` (with the numbers ``scale``, ``max_coc`` and ``sigma_max`` every reader
+computes with; their types are checked here), ``splits`` (each with ``shards`` and ``count``; each shard with ``path``,
 ``count``, ``keys``, ``invariant``) and ``groups`` (members with all four keys) are required; the rest is
 optional. Shard paths are relative to the root (``"test/test-00000.h5"``). Written atomically
 (:mod:`bsrdata.fileio`), last.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from typing import Any
@@ -92,6 +94,23 @@ def _bool(v, where, field):
     if not isinstance(v, bool):
         _fail(where, field, f"expected true or false, got {_tname(v)} {json.dumps(v)[:40]}")
     return v
+
+
+# the shard attributes the readers compute with: their types are checked where the manifest is read
+_ATTR_NUMBERS = {"scale": 1, "max_coc": 0, "sigma_max": 0, "num_classes": None}
+
+
+def _check_attr_types(attrs, where):
+    for k, lo in _ATTR_NUMBERS.items():
+        if k not in attrs:
+            if k != "num_classes":  # every reader computes with the other three
+                _fail(where, f"attrs.{k}", "missing")
+            continue
+        v = attrs[k]
+        if k in ("scale", "num_classes"):
+            _int(v, where, f"attrs.{k}", lo)
+        elif not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < lo:
+            _fail(where, f"attrs.{k}", f"expected a finite number >= {lo}, got {_tname(v)} {json.dumps(v)[:40]}")
 
 
 def _obj(v, where, field):
@@ -332,6 +351,7 @@ class Manifest:
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise BsrError(f"{where}: not a {FORMAT} manifest")
         attrs = _obj(_req(obj, "attrs", where, ""), where, "attrs")
+        _check_attr_types(attrs, where)
         splits = _obj(_req(obj, "splits", where, ""), where, "splits")
         splits = {name: Split.from_json(s, where, f"splits.{name}") for name, s in splits.items()}
         counts = {}

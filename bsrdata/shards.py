@@ -343,6 +343,10 @@ def _check_storage(f, path) -> None:
             raise BsrError(f"{path}: '{name}' has chunks {obj.chunks} larger than {MAX_CHUNK_BYTES} bytes")
 
 
+# what h5py raises for a damaged file (a flipped byte can surface as any of these)
+_H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, UnicodeDecodeError)
+
+
 def _open_h5(path):
     h5py = _h5py()
     path = os.fspath(path)
@@ -350,7 +354,7 @@ def _open_h5(path):
         raise BsrError(f"{path}: shard missing")
     try:
         return h5py.File(path, "r")
-    except OSError as exc:
+    except _H5_ERRORS as exc:
         raise BsrError(f"{path}: not a readable HDF5 shard ({exc})") from None
 
 
@@ -360,6 +364,14 @@ def check_shard(f, path, count: int | None = None) -> dict:
 
     Links, virtual or external storage and declared sizes are checked first (:func:`_check_storage`), and
     ``count`` (the manifest's sample count, when given) before the keys are read."""
+    try:
+        return _check_shard(f, path, count)
+    except _H5_ERRORS as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise BsrError(f"{path}: unreadable shard structure ({first[:160]})") from None
+
+
+def _check_shard(f, path, count) -> dict:
     _check_storage(f, path)
     for k in [fd.name for fd in FIELDS if not fd.optional] + ["key", "invariant"]:
         if k not in f:
@@ -402,7 +414,17 @@ SAMPLE_FIELDS = ("key", *FIELD_NAMES, "invariant", "params")
 
 def _sample_from(f, i, path, fields=None) -> dict:
     """Sample ``i`` of an open shard as a dict. ``fields`` (names from SAMPLE_FIELDS) limits what is read
-    and decoded; the others are left out of the dict (decoding ``depth`` costs about as much as ``hr``)."""
+    and decoded; the others are left out of the dict (decoding ``depth`` costs about as much as ``hr``).
+    A chunk HDF5 cannot decode (a flipped byte) is one BsrError line."""
+    try:
+        return _sample_fields(f, i, path, fields)
+    except _H5_ERRORS as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise BsrError(f"{path}: sample {i} unreadable ({first[:160]}); `bsr verify --full` finds corrupt "
+                       "shards") from None
+
+
+def _sample_fields(f, i, path, fields) -> dict:
     want = SAMPLE_FIELDS if fields is None else fields
     out = {}
     for name in want:

@@ -113,7 +113,8 @@ def test_typed_fields(built):
 
 
 def test_optional_keys_stay_absent():
-    x = {"format": "bsrdata-manifest/1", "attrs": {}, "splits": {"t": {"count": 0, "shards": []}},
+    x = {"format": "bsrdata-manifest/1", "attrs": {"scale": 4, "max_coc": 21, "sigma_max": 5.0},
+         "splits": {"t": {"count": 0, "shards": []}},
          "groups": {}, "custom": [1]}
     m = Manifest.from_json(x, "m.json")
     assert m.seed is ABSENT and m.to_json() == x and list(m.to_json()["splits"]["t"]) == ["count", "shards"]
