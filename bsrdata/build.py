@@ -164,7 +164,10 @@ def _render_shard(job: ShardJob) -> dict:
     with ShardWriter(path, len(job.items), attrs, with_seg=job.with_seg, with_depth=with_depth) as w:
         for key, inv, group in job.items:
             rec = source.load(key)
-            s = synthesize(rec, cfg, seed, inv, group)
+            try:
+                s = synthesize(rec, cfg, seed, inv, group)
+            except OSError as exc:  # numba saving a kernel it compiled for this frame, on a full disk
+                raise BsrError(f"{exc.filename or path}: cannot write ({exc.strerror or exc})") from None
             hist += np.histogram(np.clip(s["blur"], 0, cfg.sigma_max), bins=edges)[0]
             w.add(s)
             _report(1)
@@ -240,7 +243,7 @@ def check_build_options(*, workers=1, shard_size=32, limit=None, shard="1/1", n_
 
 def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_size: int = 32, limit=None,
                   shard="1/1", recipe=None, progress=None, *, with_depth: bool = False, n_groups: int = 5,
-                  grouped=("test",), mp_context: str | None = None, source_files=None) -> dict:
+                  grouped=("test",), mp_context: str | None = None, source_files=None, status=None) -> dict:
     """Build ``source`` into ``out_dir`` and return the summary dict.
 
     Args:
@@ -251,6 +254,7 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         recipe: dict stored in the manifest; without ``limit`` its ``expected`` counts are checked against
             the plan before anything is rendered (and again by verify).
         progress: ``callable(done, total)`` called as renderings finish (in this process).
+        status: ``callable(text)`` for one-off notes before the work starts (the first run's compile).
         with_depth: also store the (cleaned) depth in metres.
 
     Returns:
@@ -291,11 +295,12 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     with folder_lock(out, "build" if n_part == 1 else f"build --shard {k_part}/{n_part}", share=share):
         return _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, progress, with_depth,
                              k_part, n_part, t0, splits, plan, jobs, attrs, src_name, plan_id, source_files,
-                             mp_context)
+                             mp_context, status)
 
 
 def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, progress, with_depth,
-                  k_part, n_part, t0, splits, plan, jobs, attrs, src_name, plan_id, source_files, mp_context):
+                  k_part, n_part, t0, splits, plan, jobs, attrs, src_name, plan_id, source_files, mp_context,
+                  status):
     from bsrdata import GENERATOR_VERSION
 
     mname = NAME if n_part == 1 else part_manifest_name(k_part, n_part)
@@ -318,14 +323,23 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
         path = os.path.join(out, j.path)
         if _existing_ok(path, j):
             results[j.index] = _entry(j, path, _hist_of_file(path, cfg.sigma_max), rendered=False)
-            tick(len(j.items))
+            done[0] += len(j.items)  # shown with the first progress call below
         else:
             todo.append(j)
     ctx = {"source": source, "cfg": cfg, "seed": int(seed), "out": out, "with_depth": bool(with_depth),
            "attrs": attrs}
+    n_pool = pool_size(workers, len(todo))
+    if todo:
+        # compile (or load) the kernels here, before the progress bar starts its clock and before workers
+        # fork (they inherit the compiled code); a first run says so, as compiling can take longer than a
+        # small build
+        from bsrdata.render.kernel_cache import cache_is_warm
+
+        if status is not None and not cache_is_warm():
+            status("compiling the renderer (first run; later runs load it from the cache)")
+        _warm_up(cfg)
     if progress is not None:
         progress(done[0], total)
-    n_pool = pool_size(workers, len(todo))
     if todo and workers == 1:
         _init_worker(dict(ctx, callback=tick))
         try:
@@ -429,6 +443,8 @@ def _warm_up(cfg):
     prev = set_render_threads(1)  # compile the one-thread paths the workers use, without starting a pool
     try:
         synthesize(Record("warm-up", np.zeros((h, w, 3), np.uint8), z, None), cfg, 0, False)
+    except OSError as exc:  # numba cannot save the compiled kernels (a full disk)
+        raise BsrError(f"{exc.filename or 'numba cache'}: cannot write ({exc.strerror or exc})") from None
     finally:
         set_render_threads(prev)
 
@@ -437,8 +453,6 @@ def _run_pool(todo, ctx, workers, results, tick, mp_context):
     # fork is safe even after this process started numba's OpenMP pool: the workers render with one thread
     # and so never enter it (a forked child that did would abort)
     method = mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    if method == "fork":
-        _warm_up(ctx["cfg"])
     mctx = mp.get_context(method)
     q = mctx.Queue()
     ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mctx, initializer=_init_pool_worker,

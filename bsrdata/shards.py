@@ -20,15 +20,17 @@ name is always complete; :func:`bsrdata.fileio.remove_temps` deletes the leftove
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from bsrdata.errors import BsrError
-from bsrdata.fileio import remove_temps, tmp_name
+from bsrdata.fileio import atomic_open, remove_temps, tmp_name
 
 REQUIRED_ATTRS = ("scale", "max_coc", "sigma_max", "renderer", "downsample", "noise", "generator_version")
 # gzip level 1 everywhere: deterministic bytes (h5py's LZF filter is not: liblzf leaves its hash table
@@ -140,7 +142,10 @@ class ShardWriter:
             if d:
                 os.makedirs(d, exist_ok=True)
             remove_temps(self.path)  # leftovers of killed writers of this shard (any pid)
-            self.f = h5py.File(self.tmp, "w", track_order=False)
+            # built in memory and written by Python at close: a full disk is then one OSError on a plain
+            # write, not a failed HDF5 flush (which left the library half-closed and crashed the process
+            # at exit); the bytes are the same as a file written directly (tests/test_shards.py)
+            self.f = h5py.File(self.tmp, "w", driver="core", backing_store=False, track_order=False)
         except OSError as exc:
             raise BsrError(f"{self.path}: cannot write ({getattr(exc, 'strerror', None) or exc})") from None
         f, n = self.f, self.n
@@ -186,12 +191,21 @@ class ShardWriter:
             if v.dtype != fd.dtype or v.shape != shp:
                 raise BsrError(f"{key}: {fd.name} must be {fd.describe()} {shp}, got {v.dtype} {v.shape}")
             arrays.append((fd.name, v))
-        for name, v in arrays:
-            f[name][i] = v
-        f["key"][i] = key
-        f["invariant"][i] = bool(sample["invariant"])
-        f["params"][i] = json.dumps(sample.get("params", {}), sort_keys=True)
+        try:
+            for name, v in arrays:
+                f[name][i] = v
+            f["key"][i] = key
+            f["invariant"][i] = bool(sample["invariant"])
+            f["params"][i] = json.dumps(sample.get("params", {}), sort_keys=True)
+        except _H5_ERRORS as exc:
+            self._failed(exc)
         self.i += 1
+
+    def _failed(self, exc):
+        """A write HDF5 could not do (e.g. out of memory): drop the file and say so in one line."""
+        msg = _os_reason(exc)
+        self.abort()
+        raise BsrError(f"{self.path}: cannot write ({msg})") from None
 
     def close(self) -> str:
         """Check the count, flush, fsync and rename into place; returns the final path."""
@@ -200,26 +214,24 @@ class ShardWriter:
         if self.i != self.n:
             self.abort()
             raise BsrError(f"{self.path}: {self.i} of {self.n} samples written")
-        self.f.flush()
-        self.f.close()
-        self.f = None
-        fd = os.open(self.tmp, os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.tmp, self.path)
+            self.f.flush()
+            image = self.f.id.get_file_image()
+            self.f.close()
+            self.f = None
+        except _H5_ERRORS as exc:
+            self._failed(exc)
+        with atomic_open(self.path, "wb") as fh:  # <path>.tmp<pid>, fsync, rename; OSError -> one line
+            fh.write(image)
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the temporary file (nothing under the final name is touched)."""
+        """Drop the in-memory file (nothing under the final name is touched)."""
         if self.f is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.f.close()
-            except Exception:
-                pass
             self.f = None
-        if os.path.exists(self.tmp):
+        with contextlib.suppress(OSError):
             os.remove(self.tmp)
 
 
@@ -341,6 +353,15 @@ def _check_storage(f, path) -> None:
             raise BsrError(f"{path}: '{name}' declares {per} bytes per sample (more than {MAX_SAMPLE_BYTES})")
         if obj.chunks is not None and item * int(np.prod(obj.chunks, dtype=np.int64)) > MAX_CHUNK_BYTES:
             raise BsrError(f"{path}: '{name}' has chunks {obj.chunks} larger than {MAX_CHUNK_BYTES} bytes")
+
+
+def _os_reason(exc) -> str:
+    """The OS reason inside an h5py error (``errno = 28, error message = 'No space left on device'``)."""
+    text = str(exc)
+    m = re.search(r"error message = '([^']+)'", text)
+    if m:
+        return m.group(1)
+    return getattr(exc, "strerror", None) or (text.splitlines() or [type(exc).__name__])[0][:160]
 
 
 # what h5py raises for a damaged file (a flipped byte can surface as any of these)

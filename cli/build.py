@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bsrdata.cli.progress import bar_callback
+from bsrdata.cli.progress import LazyBar
 
 DEMO_TRAIN, DEMO_TEST, DEMO_SIZE = 40, 15, "240x320"
 
@@ -64,22 +64,22 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
 
         recipe = with_deviations(recipe, cfg, seed, kw["limit"])
     bar = None
-    progress = None
+    status = None
     if not kw["quiet"]:
-        from tqdm import tqdm
+        # drawn on the first progress call, with its real total: no empty bar first
+        bar = LazyBar(unit="img", desc=f"build {kw['shard']}" if kw["shard"] != "1/1" else "build",
+                      dynamic_ncols=True)
 
-        bar = tqdm(total=0, unit="img", desc=f"build {kw['shard']}" if kw["shard"] != "1/1" else "build",
-                   dynamic_ncols=True)
-        progress = bar_callback(bar)
+        def status(text):
+            click.echo(f"bsr build: {text}", err=True)
     try:
         summary = build_dataset(source, kw["out"], cfg, seed=seed, workers=kw["workers"],
                                 shard_size=shard_size, limit=kw["limit"], shard=kw["shard"],
-                                recipe=recipe, progress=progress, with_depth=kw["with_depth"],
-                                source_files=source_files, grouped=grouped, n_groups=n_groups)
+                                recipe=recipe, progress=bar, with_depth=kw["with_depth"],
+                                source_files=source_files, grouped=grouped, n_groups=n_groups, status=status)
     except BaseException:
         if bar is not None:
-            bar.leave = False  # the error line alone, not a half bar above it
-            bar.close()
+            bar.close(leave=False)  # the error line alone, not a half bar above it
         raise
     if bar is not None:
         bar.close()

@@ -61,6 +61,12 @@ def _cache_dir():
 CACHE_DIR = _cache_dir()
 
 
+def cache_is_warm() -> bool:
+    """True when :data:`CACHE_DIR` already holds compiled kernels (numba's ``*.nbi`` index files), so this
+    run loads them instead of compiling."""
+    return bool(glob.glob(os.path.join(CACHE_DIR, "*.nbi")))
+
+
 def njit(**options):
     """``numba.njit(**options)`` with ``cache=True`` kernels cached in :data:`CACHE_DIR`."""
     import numba
