@@ -112,9 +112,12 @@ def plan_shards(plan, shard_size: int, labelled: dict) -> list[ShardJob]:
     return jobs
 
 
-def _build_id(job: ShardJob, attrs: dict, seed, source_name, with_depth) -> str:
-    blob = json.dumps({"attrs": attrs, "seed": int(seed), "source": source_name, "with_depth": bool(with_depth),
-                       "with_seg": job.with_seg, "items": job.items, "path": job.path}, sort_keys=True)
+def _build_id(job: ShardJob, attrs: dict, seed, source_name, with_depth, source_options=None) -> str:
+    d = {"attrs": attrs, "seed": int(seed), "source": source_name, "with_depth": bool(with_depth),
+         "with_seg": job.with_seg, "items": job.items, "path": job.path}
+    if source_options:  # how the source reads its files (e.g. a folder's --size): a resume must not mix them
+        d["source_options"] = source_options
+    blob = json.dumps(d, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -161,6 +164,7 @@ def _render_shard(job: ShardJob) -> dict:
     path = os.path.join(out, job.path)
     hist = np.zeros(N_HIST, dtype=np.int64)
     edges = sigma_edges(cfg.sigma_max)
+    stretched, notes = [], {}
     with ShardWriter(path, len(job.items), attrs, with_seg=job.with_seg, with_depth=with_depth) as w:
         for key, inv, group in job.items:
             rec = source.load(key)
@@ -169,9 +173,66 @@ def _render_shard(job: ShardJob) -> dict:
             except OSError as exc:  # numba saving a kernel it compiled for this frame, on a full disk
                 raise BsrError(f"{exc.filename or path}: cannot write ({exc.strerror or exc})") from None
             hist += np.histogram(np.clip(s["blur"], 0, cfg.sigma_max), bins=edges)[0]
+            if not inv:
+                stretched.extend(_outlier_check(rec, s))
+            for note in getattr(rec, "notes", ()):
+                notes[note] = notes.get(note, 0) + 1
             w.add(s)
             _report(1)
-    return _entry(job, path, hist, rendered=True)
+    return dict(_entry(job, path, hist, rendered=True), depth_outliers=stretched, notes=notes)
+
+
+# A variant rendering whose extreme 0.5 % of depths widen the inverse-depth range this much leaves the other
+# pixels' CoC at most ~1/4 of max_coc: the build warns (docs/sources.md, "Depth outliers").
+OUTLIER_PERCENT = 0.5
+OUTLIER_STRETCH = 4.0
+
+
+def _outlier_check(rec, s) -> list:
+    """``[(key, stretch)]`` when the frame's CoC normalisation is set by a tiny fraction of its pixels."""
+    from bsrdata.optics import depth_outlier_stretch
+
+    d = np.asarray(rec.depth)[: s["blur"].shape[0], : s["blur"].shape[1]]
+    valid = np.isfinite(d) & (d > 0)
+    k = depth_outlier_stretch(s["depth"], valid, OUTLIER_PERCENT)
+    return [(str(rec.key), float(k))] if k > OUTLIER_STRETCH else []
+
+
+def conversion_note(entries) -> str | None:
+    """One line counting what the source converted while reading (grey / RGBA / 16-bit input, --size)."""
+    total = {}
+    for e in entries:
+        for note, n in (e.get("notes") or {}).items():
+            total[note] = total.get(note, 0) + n
+    if not total:
+        return None
+    parts = ", ".join(f"{n} {note}" for note, n in sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"note: renderings from converted input: {parts} (docs/sources.md)"
+
+
+def few_test_images_warning(plan, n_groups=5) -> str | None:
+    """A warning when the grouped test split is too small for its groups to differ (fewer images than
+    groups: every fold is empty, so each group holds only variant renderings and all groups are equal)."""
+    if not plan.groups:
+        return None
+    n = len({k for k, _ in plan.groups[min(plan.groups)]})
+    if any(inv for members in plan.groups.values() for _, inv in members):
+        return None
+    return (f"warning: the test split has {n} images, fewer than the {max(5, n_groups)} that {n_groups} test "
+            "groups need: every group is the same, none holds an invariant image (docs/pipeline.md)")
+
+
+def depth_outlier_warning(flagged, total, clip) -> str | None:
+    """The one warning line of a build whose variant renderings had outlier-dominated depth, or None."""
+    if not flagged:
+        return None
+    worst = max(flagged, key=lambda kv: kv[1])
+    hint = (f"--depth-clip {clip:g} is on; raise it" if clip else
+            "clamp each frame's depth with --depth-clip 1 (percent at each end)")
+    return (f"warning: {len(flagged)} of {total} variant renderings have depth outliers: their nearest/"
+            f"farthest {OUTLIER_PERCENT:g} % of pixels widen the inverse-depth range over {OUTLIER_STRETCH:g}x "
+            f"(worst {worst[0]}: {worst[1]:.1f}x), so most of their blur maps is compressed toward sigma 0; "
+            f"{hint} (docs/sources.md, 'Depth outliers')")
 
 
 def _entry(job, path, hist, rendered):
@@ -287,8 +348,9 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     attrs = cfg.to_attrs()
     attrs["num_classes"] = -1 if source.num_classes is None else int(source.num_classes)
     src_name = getattr(source, "name", type(source).__name__)
+    src_options = source.options() if hasattr(source, "options") else {}
     for j in jobs:
-        j.build_id = _build_id(j, attrs, seed, src_name, with_depth)
+        j.build_id = _build_id(j, attrs, seed, src_name, with_depth, src_options)
     plan_id = hashlib.sha256(json.dumps([j.build_id for j in jobs]).encode()).hexdigest()
     # one writer per folder; the slices of one plan may share it (docs/pipeline.md, "Guarantees")
     share = None if n_part == 1 else (plan_id, f"{k_part}/{n_part}")
@@ -303,6 +365,7 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
                   status):
     from bsrdata import GENERATOR_VERSION
 
+    src_options = source.options() if hasattr(source, "options") else {}
     mname = NAME if n_part == 1 else part_manifest_name(k_part, n_part)
     mpath = os.path.join(out, mname)
     if os.path.exists(mpath):
@@ -380,6 +443,10 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
         "sigma_hist": {"edges": [float(x) for x in sigma_edges(cfg.sigma_max)],
                        "fraction": [float(x) for x in (hist / max(1, hist.sum()))]},
         "seconds": seconds,
+        "warnings": [w for w in [few_test_images_warning(plan, n_groups=len(plan.groups)), depth_outlier_warning(
+            [kv for e in entries for kv in e.get("depth_outliers", ())],
+            sum(1 for e in entries if e["rendered"] for _, inv, _ in _job_items(jobs, e) if not inv),
+            cfg.depth_clip), conversion_note(entries)] if w],
         "rendered_shards": sum(1 for e in entries if e["rendered"]),
         "skipped_shards": sum(1 for e in entries if not e["rendered"]),
         "workers_peak_rss_mb": {str(e["pid"]): e["maxrss_mb"] for e in entries if e["rendered"]},
@@ -391,7 +458,8 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
         "generator_version": GENERATOR_VERSION,
         "recipe": recipe,
         "attrs": attrs,
-        "source": {"name": src_name, "num_classes": source.num_classes, "files_sha256": source_files},
+        "source": {"name": src_name, "num_classes": source.num_classes, "files_sha256": source_files,
+                   **({"options": src_options} if src_options else {})},
         "seed": int(seed),
         "limit": None if limit is None else int(limit),
         "with_depth": bool(with_depth),
@@ -411,7 +479,11 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
     return summary
 
 
-RUN_ONLY = ("seconds", "rendered_shards", "skipped_shards", "workers_peak_rss_mb", "workers")
+RUN_ONLY = ("seconds", "rendered_shards", "skipped_shards", "workers_peak_rss_mb", "workers", "warnings")
+
+
+def _job_items(jobs, entry):
+    return next((j.items for j in jobs if j.path == entry["path"]), ())
 BUILD_LOG = "build-log.jsonl"
 
 

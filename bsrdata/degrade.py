@@ -34,6 +34,9 @@ class DegradeConfig:
     - ``downsample``: ``"direct"`` (every s-th pixel from pixel 0) or ``"bicubic"`` (MATLAB imresize).
     - ``noise``: Gaussian noise σ_n on the 0–255 scale added to LR before rounding (0 = none).
     - ``floor_colour``: layered only; zero the colour where the blurred mask is floored.
+    - ``depth_clip``: percent p in [0, 50); p > 0 clamps each frame's valid depths to their own p-th and
+      (100 − p)-th percentiles before focus and CoC are computed, so a few outlier pixels cannot set the
+      CoC normalisation (docs/sources.md, "Depth outliers"). 0 (default, the paper) keeps every depth.
     """
 
     max_coc: int = 21
@@ -43,6 +46,7 @@ class DegradeConfig:
     downsample: str = "direct"
     noise: float = 0.0
     floor_colour: bool = False
+    depth_clip: float = 0.0
 
     def __post_init__(self):
         mc = self.max_coc
@@ -62,6 +66,10 @@ class DegradeConfig:
             raise BsrError(f"downsample: {self.downsample!r} is not one of {', '.join(DOWNSAMPLERS)}")
         if not (isinstance(self.noise, (int, float)) and math.isfinite(self.noise) and self.noise >= 0):
             raise BsrError(f"noise: must be a finite value >= 0 (σ_n on the 0-255 scale), got {self.noise!r}")
+        dc = self.depth_clip
+        if isinstance(dc, bool) or not isinstance(dc, (int, float)) or not (0 <= dc < 50):
+            raise BsrError(f"depth_clip: must be a percentage in [0, 50), got {dc!r}")
+        object.__setattr__(self, "depth_clip", float(dc))
         object.__setattr__(self, "max_coc", int(mc))
         object.__setattr__(self, "scale", int(self.scale))
         object.__setattr__(self, "coc_step", float(self.coc_step))
@@ -77,7 +85,7 @@ class DegradeConfig:
         """Shard / manifest attributes (plain JSON types), including ``sigma_max`` and the generator version."""
         from bsrdata import GENERATOR_VERSION
 
-        return {
+        attrs = {
             "scale": self.scale,
             "max_coc": self.max_coc,
             "sigma_max": self.sigma_max,
@@ -88,6 +96,9 @@ class DegradeConfig:
             "floor_colour": self.floor_colour,
             "generator_version": GENERATOR_VERSION,
         }
+        if self.depth_clip:  # recorded only when used: datasets built without it keep their bytes
+            attrs["depth_clip"] = self.depth_clip
+        return attrs
 
     @classmethod
     def from_dict(cls, d: dict) -> "DegradeConfig":
@@ -267,6 +278,9 @@ def synthesize(record, cfg: DegradeConfig, seed: int, invariant: bool, group: in
         seg = seg[:h, :w]
     key = str(record.key)
     depth_m, valid = optics.clean_depth(depth)
+    clip = None
+    if cfg.depth_clip:
+        depth_m, clip = optics.clip_depth(depth_m, valid, cfg.depth_clip)
     rng = sample_rng(seed, key, group)
     img = rgb.astype(np.float32) / np.float32(255.0)
     params = {
@@ -277,6 +291,8 @@ def synthesize(record, cfg: DegradeConfig, seed: int, invariant: bool, group: in
         "renderer": cfg.renderer,
         "depth_invalid_frac": float(1.0 - valid.mean()),
     }
+    if clip is not None:
+        params["depth_clip_m"] = [float(clip[0]), float(clip[1])]
     lr_done = None
     if invariant:
         sig = float(rng.uniform(0.0, cfg.sigma_max))

@@ -36,6 +36,8 @@ FOCUS_RANK_SCALE = 0.25
 __all__ = [
     "check_max_coc",
     "clean_depth",
+    "clip_depth",
+    "depth_outlier_stretch",
     "coc_physical",
     "coc_normalised",
     "solve_f_number",
@@ -93,6 +95,39 @@ def clean_depth(depth):
     _, (iy, ix) = distance_transform_edt(~valid, return_distances=True, return_indices=True)
     out = d[iy, ix]
     return out, valid
+
+
+def clip_depth(depth_m, valid, percent: float):
+    """Clamp depths to the ``percent``-th and ``(100 - percent)``-th percentiles of the valid pixels.
+
+    Args:
+        depth_m: float64 (H, W) metres (cleaned). valid: bool (H, W). percent: in (0, 50).
+    Returns:
+        ``(clipped float64 (H, W), (lo, hi) metres)``.
+    """
+    lo, hi = np.percentile(np.asarray(depth_m)[valid], [percent, 100.0 - percent])
+    return np.clip(depth_m, lo, hi), (float(lo), float(hi))
+
+
+def depth_outlier_stretch(depth_m, valid, percent: float = 0.5) -> float:
+    """How much the extreme ``percent`` % of valid pixels at each end widen the inverse-depth range:
+    (1/z_min − 1/z_max) / (1/z_p − 1/z_(100−p)). The CoC normalisation divides by the full range, so a
+    stretch of k leaves the other pixels' CoC at most ~1/k of ``max_coc``. 1.0 for a flat frame.
+
+    Args:
+        depth_m: (H, W) metres, > 0. valid: bool (H, W). percent: in (0, 50).
+    Returns:
+        float >= 1 (inf when the robust range is 0 but the full one is not).
+    """
+    inv = 1.0 / np.asarray(depth_m, dtype=np.float64)[valid]
+    if inv.size == 0:
+        return 1.0
+    lo, hi = np.percentile(inv, [percent, 100.0 - percent])
+    full = float(inv.max() - inv.min())
+    robust = float(hi - lo)
+    if full <= 0:
+        return 1.0
+    return full / robust if robust > 0 else float("inf")
 
 
 def _as_depth(depth_m, name="depth_m"):

@@ -81,7 +81,8 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
     """Verify the dataset at ``root``. Returns {"problems": [str], "shards": n, "samples": n, "root"}.
 
     ``progress``: optional ``callable(done_shards, total_shards)``. Never raises for a bad dataset: every
-    finding is a line in ``problems`` (an empty list means it passed).
+    finding is a line in ``problems`` (an empty list means it passed). ``warnings``: lines about a valid
+    dataset that is probably not what was meant (test groups without an invariant member).
     """
     import h5py
 
@@ -90,7 +91,7 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
 
     root = os.fspath(root)
     problems: list[str] = []
-    out = {"root": root, "problems": problems, "shards": 0, "samples": 0, "full": bool(full)}
+    out = {"root": root, "problems": problems, "shards": 0, "samples": 0, "full": bool(full), "warnings": []}
     try:
         m = load_manifest(root)
     except BsrError as exc:
@@ -168,6 +169,10 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
             if progress is not None:
                 progress(done, total)
     _check_groups(m, stored, mpath, problems)
+    if m.groups and not any(e.invariant for mem in m.groups.values() for e in mem):
+        n = len(next(iter(m.groups.values())))
+        out["warnings"].append(f"{mpath}: the test split has {n} images, fewer than its {len(m.groups)} groups "
+                               "need: all groups are the same and none holds an invariant image")
     recipe = m.recipe
     if isinstance(recipe, dict) and not m.limit and isinstance(recipe.get("expected"), dict):
         from bsrdata.recipes import check_counts

@@ -24,6 +24,9 @@ def _common(f):
         click.option("--max-coc", type=int, default=None, help="Largest CoC in px, odd (default 21)."),
         click.option("--scale", type=int, default=None, help="Downsampling factor (default 4)."),
         click.option("--coc-step", type=float, default=None, help="CoC rounding step in px (default 0.1)."),
+        click.option("--depth-clip", type=float, default=None, metavar="P",
+                     help="Clamp each frame's depth to its P-th and (100-P)-th percentiles (0 <= P < 50; "
+                          "default 0 = off, the paper) so outlier pixels cannot set the CoC range."),
         click.option("--floor-colour/--no-floor-colour", default=None,
                      help="Layered: zero the colour where the blurred mask is floored (no overshoot)."),
         click.option("--shard", "shard", default="1/1", show_default=True,
@@ -53,7 +56,7 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
     from bsrdata.build import build_dataset, check_build_options
 
     cfg = _cfg(base_cfg or {}, max_coc=kw["max_coc"], scale=kw["scale"], coc_step=kw["coc_step"],
-               renderer=kw["renderer"], downsample=kw["downsample"], noise=kw["noise"],
+               renderer=kw["renderer"], downsample=kw["downsample"], noise=kw["noise"], depth_clip=kw["depth_clip"],
                floor_colour=kw["floor_colour"])
     seed = default_seed if kw["seed"] is None else kw["seed"]
     shard_size = 32 if kw["shard_size"] is None else kw["shard_size"]  # 0 is refused, not read as "default"
@@ -107,6 +110,8 @@ def _print_summary(s):
         echo(f"    [{edges[i]:5.2f}, {edges[i + 1]:5.2f}{']' if i == len(frac) - 1 else ')'} "
              f"{f:6.3f} {'#' * int(round(f * 50))}")
     echo(f"manifest: {s['manifest']}")
+    for w in s.get("warnings", ()):
+        click.echo(f"bsr build: {w}", err=True)
 
 
 @click.group("build")
@@ -188,11 +193,17 @@ def cityscapes(root, disparity, recipe, **kw):
 @click.option("--depth-png-scale", default=0.001, show_default=True, type=float,
               help="Metres per unit of a 16-bit depth PNG.")
 @click.option("--num-classes", default=None, type=int, help="Number of label classes, if labels are given.")
-def folder(root, depth_png_scale, num_classes, **kw):
+@click.option("--size", "frame_size", default=None, metavar="HxW",
+              help="Bring every frame to HxW (needed when sizes differ): centre crop, or see --fit.")
+@click.option("--fit", type=click.Choice(["crop", "resize"]), default="crop", show_default=True,
+              help="With --size: centre crop, or resize (colour area/bicubic, depth and labels nearest).")
+def folder(root, depth_png_scale, num_classes, frame_size, fit, **kw):
     """Your own RGB-D images (+ optional labels)."""
     from bsrdata.sources import get_source
 
     opts = {"depth_png_scale": depth_png_scale}
+    if frame_size is not None:
+        opts.update(size=_size(frame_size), fit=fit)
     if num_classes is not None:
         opts["num_classes"] = num_classes
     src = get_source("folder", root=root, **opts)

@@ -22,6 +22,8 @@ def verify(root, full, quiet):
     finally:
         if bar is not None:
             bar.close()
+    for w in rep.get("warnings", ()):
+        click.echo(f"bsr verify: warning: {w}", err=True)
     probs = rep["problems"]
     if probs:
         if len(probs) > 1:  # one problem (e.g. a malformed manifest) is the error line alone

@@ -24,12 +24,15 @@ class Record:
     - ``rgb``: uint8 (H, W, 3)
     - ``depth``: float32 (H, W) metres; invalid pixels are 0, NaN, inf or negative
     - ``seg``: uint8 (H, W) class index with 255 = ignore, or None
+    - ``notes``: what the source did to the file to make it so (``"grey"``, ``"RGBA (alpha dropped)"``,
+      ``"16-bit RGB (rounded to 8 bits)"``, ``"cropped 480x640 -> 240x320"``); counted in the build summary
     """
 
     key: str
     rgb: np.ndarray
     depth: np.ndarray
     seg: np.ndarray | None = None
+    notes: tuple = ()
 
 
 class Source:
