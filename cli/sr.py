@@ -1,8 +1,16 @@
 """``bsr sr``: blind ×4 SR of real photos with the CMOS + RRDB-SFT chain (paper Fig. 6).
 
-For each IMAGE it writes into OUT: ``<stem>_sr.png`` (the SR image), ``<stem>_blur.png`` (the estimated σ
-map, colour-mapped, with a colour bar labelled in σ HR pixels) and ``<stem>_seg.png`` (the segmentation as a
-palette PNG; class k has palette entry k). Files are written under a temporary name and renamed.
+For each IMAGE it writes into OUT:
+
+- ``<stem>_sr.png``: the SR image;
+- ``<stem>_blur.png``: the estimated σ map colour-mapped over [0, --sigma-max], the SR image's size (pixel
+  aligned with it); ``<stem>_blur_legend.png``: its colour bar, labelled in σ HR pixels;
+- ``<stem>_sigma.png``: the raw σ map, 16-bit, value = round(σ · 1000) (σ in HR px; clipped to 0..65.535);
+- ``<stem>_seg.png``: the segmentation as a palette PNG (class k has palette entry k).
+
+A σ estimate far beyond --sigma-max (the range the checkpoint was trained on) is warned about: the photo's
+blur is then unlike anything in training and the SR is an extrapolation. Files are written under a
+temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import os
 import sys
 
 import click
+import numpy as np
 
 from bsrdata.errors import BsrError
 from bsrdata.preview import blur_colour, seg_image
@@ -29,6 +38,16 @@ def _save(im, path):
 
 
 MIN_SIDE = 4  # smallest LR side the chain and the σ colour bar were run on
+OUT_OF_RANGE = 1.5  # warn when the estimated σ exceeds this multiple of --sigma-max
+
+
+def sigma_warning(path, sigma, sigma_max) -> str | None:
+    """The warning line for a σ estimate beyond ``OUT_OF_RANGE`` x ``sigma_max`` (or not finite), else None."""
+    top = float(np.max(sigma)) if np.all(np.isfinite(sigma)) else float("nan")
+    if np.isfinite(top) and top <= OUT_OF_RANGE * sigma_max:
+        return None
+    return (f"{path}: estimated σ up to {top:.3g} px, far beyond --sigma-max {sigma_max:g} (the checkpoint's "
+            "training range): the SR extrapolates")
 
 
 @click.command("sr")
@@ -38,7 +57,8 @@ MIN_SIDE = 4  # smallest LR side the chain and the σ colour bar were run on
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--sigma-max", default=5.0, show_default=True, type=float,
-              help="Top of the blur colour scale, σ in HR px (NYUv2-BSR 5, Cityscapes-BSR 15).")
+              help="The checkpoint's training σ range and the top of the blur colour scale, in HR px "
+                   "(NYUv2-BSR 5, Cityscapes-BSR 15).")
 def sr(images, ckpt, cmos_ckpt, out_dir, device, sigma_max):
     """Blind x4 super-resolution of real IMAGES; writes SR, blur-map and segmentation PNGs."""
     import torch
@@ -74,7 +94,15 @@ def sr(images, ckpt, cmos_ckpt, out_dir, device, sigma_max):
         sr_img = tensor_to_image(out["sr"])
         sigma = out["blur"][0, 0].float().cpu().numpy()
         _save(Image.fromarray(sr_img), os.path.join(out_dir, f"{stem}_sr.png"))
-        _save(Image.fromarray(blur_colour(sigma, sigma_max)), os.path.join(out_dir, f"{stem}_blur.png"))
+        coloured = blur_colour(sigma, sigma_max)
+        w = sigma.shape[1]
+        _save(Image.fromarray(coloured[:, :w]), os.path.join(out_dir, f"{stem}_blur.png"))
+        _save(Image.fromarray(coloured[:, w:]), os.path.join(out_dir, f"{stem}_blur_legend.png"))
+        raw = np.clip(np.round(np.nan_to_num(sigma, nan=0.0) * 1000.0), 0, 65535).astype(np.uint16)
+        _save(Image.fromarray(raw), os.path.join(out_dir, f"{stem}_sigma.png"))
+        warning = sigma_warning(p, sigma, sigma_max)
+        if warning:
+            click.echo(f"bsr sr: warning: {warning}", err=True)
         if out.get("seg") is not None:
             _save(seg_image(out["seg"][0].cpu().numpy()), os.path.join(out_dir, f"{stem}_seg.png"))
         click.echo(f"{p}: {rgb.shape[1]}x{rgb.shape[0]} -> {sr_img.shape[1]}x{sr_img.shape[0]}, "

@@ -104,11 +104,32 @@ def test_bsr_sr_writes_three_pngs(ckpts, tmp_path, capsys):
         y = chain.eval()(torch.from_numpy(lr / 255.0).float().permute(2, 0, 1)[None])
     np.testing.assert_array_equal(sr, to_uint8(y["sr"][0].permute(1, 2, 0).numpy()))
     blur = Image.open(out / "photo_blur.png")
-    assert blur.mode == "RGB" and blur.size[1] == 80 and blur.size[0] > 112  # map + colour bar
+    assert blur.mode == "RGB" and blur.size == (112, 80)  # pixel aligned with the SR image
+    legend = Image.open(out / "photo_blur_legend.png")
+    assert legend.size[1] == 80 and legend.size[0] < 112
+    raw = np.asarray(Image.open(out / "photo_sigma.png"))
+    assert raw.dtype == np.uint16 and raw.shape == (80, 112)
+    sigma = y["blur"][0, 0].numpy()
+    np.testing.assert_array_equal(raw, np.clip(np.round(sigma * 1000.0), 0, 65535).astype(np.uint16))
+    err = capsys.readouterr().err
+    warn = float(sigma.max()) > 1.5 * 5.0
+    assert ("far beyond --sigma-max" in err) == warn, (err, float(sigma.max()))
     seg = Image.open(out / "photo_seg.png")
     assert seg.mode == "P" and seg.size == (112, 80)
     np.testing.assert_array_equal(np.asarray(seg), y["seg"][0].numpy() + 1)
     assert not list(out.glob("*.tmp*"))
+
+
+def test_sigma_out_of_training_range_warns():
+    from bsrdata.cli.sr import sigma_warning
+
+    s = np.full((4, 4), 3.0)
+    assert sigma_warning("p.png", s, 5.0) is None
+    s[0, 0] = 246.0
+    assert sigma_warning("p.png", s, 5.0) == ("p.png: estimated σ up to 246 px, far beyond --sigma-max 5 (the "
+                                              "checkpoint's training range): the SR extrapolates")
+    s[0, 0] = np.nan
+    assert "up to nan px" in sigma_warning("p.png", s, 5.0)
 
 
 def test_bsr_sr_bad_inputs(ckpts, tmp_path, capsys):
