@@ -292,7 +292,9 @@ def sr_conventions(crop_border: int = 0) -> dict:
     """The conventions of SR scores (PSNR/SSIM on Y) as a JSON-able dict."""
     return {"sr": {"channel": "Y", "y": "16 + 65.481 R + 128.553 G + 24.966 B, R, G, B = uint8 / 255, float64, "
                                         "not rounded",
-                   "quantise": "SR output clipped to [0, 1], floor(x*255 + 0.5) to uint8", "psnr_peak": 255.0,
+                   "quantise": "SR output clipped to [0, 1], floor(x*255 + 0.5) to uint8 (the CMOS test code rounds "
+                               "float32 x*255 half to even: other values at exact ties only, < 1e-6 dB)",
+                   "psnr_peak": 255.0,
                    "ssim": _SSIM_TEXT + " with L = 255", "crop_border": int(crop_border),
                    "average": "mean over a group's images; Avg = mean of the groups"}}
 

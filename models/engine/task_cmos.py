@@ -160,6 +160,21 @@ class CMOSTask(Task):
         miou = (cfg or {}).get("eval", {}).get("miou", DEFAULT_MIOU)
         return evaluate_cmos(model, root, groups, split=split, limit=limit, progress=progress, miou=miou)
 
+    def conventions(self, cfg):
+        return _cmos_conventions(cfg)
+
+
+def _cmos_conventions(cfg):
+    from bsrdata.manifest import load_manifest
+    from bsrdata.metrics import eval_conventions
+
+    attrs = load_manifest(cfg["data"]["root"]).attrs or {}
+    smax = float(attrs.get("sigma_max", (attrs.get("max_coc", 21) - 1) / 4))  # as BenchData reads it
+    name = cfg["model"]["name"]
+    return eval_conventions(sigma_max=smax if name != "cmos_seg" else None,
+                            miou=cfg.get("eval", {}).get("miou", DEFAULT_MIOU) if name != "cmos_blur" else None,
+                            num_classes=cfg["model"].get("num_classes"))
+
 
 def _num_classes(model):
     return getattr(getattr(model, "module", model), "num_classes", None)
