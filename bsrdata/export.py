@@ -171,8 +171,9 @@ def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None, 
     """Export the dataset at ``root`` (a folder with ``manifest.json``) to folders under ``out``.
 
     format: ``"cmos"`` or ``"png"`` (module docstring). layout (cmos only): ``None`` / ``"auto"``,
-    ``"nyuv2"`` or ``"cityscapes"`` (:func:`bsrdata.export_cmos.choose_layout`). overwrite: replace an earlier export in ``out``
-    (only when every file there is listed in its ``bsr_export.json``; nothing else is ever removed).
+    ``"nyuv2"`` or ``"cityscapes"`` (:func:`bsrdata.export_cmos.choose_layout`). overwrite: replace an
+    earlier export in ``out`` (only when every file there is listed in its ``bsr_export.json``; nothing
+    else is ever removed).
     progress: optional ``callable(done, total)`` (images written). Returns a summary dict
     ``{"format", "out", "splits": {split: n_images}, "groups": {g: n}, "files": n, "folders": {split: top
     folder}, "layout": name or None}``.

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from bsrdata.errors import BsrError
-from bsrdata.models.engine.task import Task, check_choice, check_int, check_number
 from bsrdata.metrics import DEFAULT_MIOU, MIOU_DEFINITIONS
+from bsrdata.models.engine.task import Task, check_choice, check_int, check_number
 from bsrdata.models.losses import cmos_loss
 
 CMOS_MODELS = ("cmos", "cmos_blur", "cmos_seg")

@@ -404,8 +404,8 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
                             val_log.row({"iteration": it, "group": gname, **r})
                 dist.barrier()
         if dist.main:
-            _write_json(os.path.join(out_dir, "metrics.json"), {"iteration": it, "val": val_rows,
-                                                                "conventions": task.conventions(cfg) if val_rows else {}})
+            conv = task.conventions(cfg) if val_rows else {}
+            _write_json(os.path.join(out_dir, "metrics.json"), {"iteration": it, "val": val_rows, "conventions": conv})
     finally:
         for x in (log, val_log, bar):
             if x is not None:
