@@ -18,9 +18,10 @@ which ``bsr bench`` imports; this module never imports torch or the models. Any 
 :func:`run_bench` uses it with result files; the training engine's SR validation uses it in memory with
 the network wrapped as a :class:`CallableMethod`.
 
-Results are resumable: per method, ``OUT/results/<slug>.jsonl`` holds a header (provenance) and one line
-per scored unit; a rerun skips the units already there. Tables (``bench.md``, ``bench.csv``,
-``bench.json``) list every completed method in OUT scored on the same dataset (manifest hash) with the
+Results are resumable: per method, ``OUT/results/<slug>.jsonl`` holds a header (provenance, with the
+scoring conventions of :func:`bsrdata.metrics.sr_conventions`) and one line per scored unit; a rerun
+skips the units already there. Tables (``bench.md``, ``bench.csv``, ``bench.json``, each naming the
+conventions) list every completed method in OUT scored on the same dataset (manifest hash) with the
 same crop and groups.
 """
 
@@ -41,7 +42,7 @@ import numpy as np
 
 from bsrdata.errors import BsrError
 from bsrdata.fileio import write_text_atomic
-from bsrdata.metrics import psnr_y, ssim_y, to_uint8
+from bsrdata.metrics import psnr_y, sr_conventions, ssim_y, to_uint8
 from bsrdata.registry import Registry
 from bsrdata.tables import bench_csv as format_csv
 from bsrdata.tables import bench_markdown as format_markdown
@@ -514,6 +515,7 @@ def _run_bench(data, methods, out_dir, crop_border, progress, save_images, fresh
                 header = {"format": RESULTS_FORMAT, "label": method.label, "identity": ident,
                           "provenance": {**method.provenance(), "dataset": data.provenance(),
                                          "crop_border": crop_border,
+                                         "conventions": sr_conventions(crop_border),
                                          "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(json.dumps({"header": header}) + "\n")
@@ -602,6 +604,7 @@ def _write_tables(data, out_dir, crop_border, current):
         "dataset": data.provenance(),
         "crop_border": crop_border,
         "metric": "PSNR (dB, peak 255) / SSIM (11x11 Gaussian 1.5, valid) on Y = 16 + 65.481R + 128.553G + 24.966B",
+        "conventions": sr_conventions(crop_border),
         "methods": [{"label": r["label"], "provenance": r["provenance"],
                      "groups": {g: {k: _num(v) for k, v in d.items()} for g, d in r["groups"].items()},
                      "avg": {k: _num(v) for k, v in r["avg"].items()}} for r in rows],
@@ -609,6 +612,6 @@ def _write_tables(data, out_dir, crop_border, current):
     files = {"md": os.path.join(out_dir, "bench.md"), "csv": os.path.join(out_dir, "bench.csv"),
              "json": os.path.join(out_dir, "bench.json")}
     write_text_atomic(files["md"], md)
-    write_text_atomic(files["csv"], format_csv(rows, gids))
+    write_text_atomic(files["csv"], format_csv(rows, gids, crop_border))
     write_text_atomic(files["json"], json.dumps(doc, indent=2) + "\n")
     return files, md, rows

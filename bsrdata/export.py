@@ -1,13 +1,21 @@
 """Export a built dataset to plain image folders (numpy + OpenCV/Pillow; no torch).
 
-``format="cmos"``: the layout the public CMOS code reads (docs/pipeline.md), files paired by sorted order::
+``format="cmos"``: the folders the public CMOS code reads unchanged (docs/sources.md), files paired by
+sorted order, in one of two layouts (:mod:`bsrdata.export_cmos`: ``nyuv2`` or ``cityscapes``, chosen from
+the dataset's source or asked for with ``layout``)::
 
     out/{split}/GT/{key}.png          HR, 8-bit RGB                       (ungrouped splits: train, val)
     out/{split}/LRx4/{key}.png        LR, 8-bit RGB
     out/{split}/blur/{key}.png        σ map: uint16 round(σ·10), three identical channels, 16-bit PNG
-    out/{split}/semseg/{key}.png      labels: uint8, 0 = void, k + 1 for class k (only if labelled)
-    out/test/GT/{key}.png, out/test/semseg/{key}.png        the grouped split: HR and labels once
-    out/test/Group{g}/LRx4/{key}.png, .../Group{g}/blur/{key}.png     g = 1..5, every test image
+    out/{split}/semseg/{key}.png      labels (only if labelled): nyuv2 uint8 single channel, 0 = void,
+                                      k + 1 for class k; cityscapes three uint8 channels = class id, 255 void
+    out/{T}/GT/{key}.png, out/{T}/semseg/{key}.png        the grouped split: HR and labels once
+    out/{T}/Group{g}/LRx4/{key}.png, .../Group{g}/blur/{key}.png     g = 1..5, every test image
+
+with ``T`` = ``val`` in the nyuv2 layout (the public NYUv2 option files read ``val/GT``, ``val/Group1``) and
+the split's own name (``test``) in the cityscapes layout. ``cmos_test_datasets.yml`` holds the
+``datasets:`` entries of a public test option file for every group (absolute paths, names that select the
+loader's semseg rule).
 
 ``format="png"``: the same tree with plain names and lossless values: ``hr``, ``lr``, ``blur`` (uint16
 single channel, round(σ·1000), i.e. σ in thousandths of an HR pixel), ``seg`` (uint8 as stored, 255 =
@@ -159,22 +167,25 @@ def _write(path, arr):
         fh.write(data)
 
 
-def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None):
+def export_dataset(root, out, format="cmos", *, overwrite=False, progress=None, layout=None):
     """Export ``root`` to ``out`` (see :func:`_export`) holding the lock of ``out`` (kept beside it, as the
     finished export is swapped in whole): two exports into one folder cannot interleave."""
     from bsrdata.lock import folder_lock
 
     with folder_lock(os.path.abspath(os.fspath(out)), "export", beside=True):
-        return _export(root, out, format, overwrite=overwrite, progress=progress)
+        return _export(root, out, format, overwrite=overwrite, progress=progress, layout=layout)
 
 
-def _export(root, out, format="cmos", *, overwrite=False, progress=None):
+def _export(root, out, format="cmos", *, overwrite=False, progress=None, layout=None):
     """Export the dataset at ``root`` (a folder with ``manifest.json``) to folders under ``out``.
 
-    format: ``"cmos"`` or ``"png"`` (module docstring). overwrite: replace an earlier export in ``out``
-    (only when every file there is listed in its ``bsr_export.json``; nothing else is ever removed).
+    format: ``"cmos"`` or ``"png"`` (module docstring). layout (cmos only): ``None`` / ``"auto"``,
+    ``"nyuv2"`` or ``"cityscapes"`` (:func:`bsrdata.export_cmos.choose_layout`). overwrite: replace an
+    earlier export in ``out`` (only when every file there is listed in its ``bsr_export.json``; nothing
+    else is ever removed).
     progress: optional ``callable(done, total)`` (images written). Returns a summary dict
-    ``{"format", "out", "splits": {split: n_images}, "groups": {g: n}, "files": n}``.
+    ``{"format", "out", "splits": {split: n_images}, "groups": {g: n}, "files": n, "folders": {split: top
+    folder}, "layout": name or None}``.
     Reads through :func:`bsrdata.open_dataset`. Raises BsrError for a missing / incomplete dataset, an
     existing ``out`` (without overwrite, or holding files not in its record with it), an ``out`` that is,
     contains or lies inside the dataset folder, two keys that become one file name, or an unwritable ``out``."""
@@ -197,6 +208,15 @@ def _export(root, out, format="cmos", *, overwrite=False, progress=None):
         _check_only_ours(out)
     names = _NAMES[format]
     grouped = _grouped_split(m)
+    folder, lay = {s: s for s in m.splits}, None  # split -> top folder; the cmos layout
+    if format == "cmos":
+        from bsrdata.export_cmos import choose_layout
+
+        src = getattr(m.source, "name", None) if m.source else None
+        lay = choose_layout(src if isinstance(src, str) else None, m.splits, grouped, layout)
+        folder = dict(lay.folders)
+    elif layout not in (None, "auto"):
+        raise BsrError(f"--layout {layout}: applies to --format cmos only")
     views = {}
     gviews = {}
     try:
@@ -225,7 +245,8 @@ def _export(root, out, format="cmos", *, overwrite=False, progress=None):
     except OSError as exc:
         raise BsrError(f"{out}: cannot write ({exc.strerror or exc})") from None
 
-    summary = {"format": format, "out": out, "splits": {}, "groups": {}, "files": 0}
+    summary = {"format": format, "out": out, "splits": {}, "groups": {}, "files": 0, "folders": folder,
+               "layout": lay.name if lay else None}
     try:
         def tick():
             nonlocal done
@@ -243,6 +264,7 @@ def _export(root, out, format="cmos", *, overwrite=False, progress=None):
             summary["files"] += 1
 
         with_depth = False
+        labelled = set()
         for split, view in views.items():
             seen = set()
             for i in range(len(view)):
@@ -253,20 +275,23 @@ def _export(root, out, format="cmos", *, overwrite=False, progress=None):
                     tick()
                     continue
                 seen.add(k)
-                put(os.path.join(split, names["hr"], name), s["hr"])
+                top = folder[split]
+                put(os.path.join(top, names["hr"], name), s["hr"])
                 if s.get("seg") is not None:
-                    put(os.path.join(split, names["seg"], name), seg_to_png(s["seg"], format))
+                    labelled.add(split)
+                    put(os.path.join(top, names["seg"], name),
+                        lay.seg(s["seg"]) if lay else seg_to_png(s["seg"], format))
                 if format == "png" and s.get("depth") is not None:
                     with_depth = True
                     mm = np.clip(np.round(np.nan_to_num(s["depth"], nan=0.0) * 1000.0), 0, 65535).astype(np.uint16)
-                    put(os.path.join(split, "depth", name), mm)
+                    put(os.path.join(top, "depth", name), mm)
                 if split != grouped:
-                    put(os.path.join(split, names["lr"], name), s["lr"])
-                    put(os.path.join(split, names["blur"], name), blur_to_png(s["blur"], format))
+                    put(os.path.join(top, names["lr"], name), s["lr"])
+                    put(os.path.join(top, names["blur"], name), blur_to_png(s["blur"], format))
                 tick()
             summary["splits"][split] = len(seen)
         for g, view in gviews.items():
-            gdir = os.path.join(grouped, names["group"].format(g))
+            gdir = os.path.join(folder[grouped], names["group"].format(g))
             for i in range(len(view)):
                 s = view[i]
                 name = _safe(s["key"]) + ".png"
@@ -274,9 +299,18 @@ def _export(root, out, format="cmos", *, overwrite=False, progress=None):
                 put(os.path.join(gdir, names["blur"], name), blur_to_png(s["blur"], format))
                 tick()
             summary["groups"][g] = len(view)
+        if lay is not None and gviews:
+            from bsrdata.export_cmos import datasets_yaml
+
+            yml = datasets_yaml(out, lay, sorted(gviews, key=int), grouped in labelled)
+            with open(os.path.join(tmp, "cmos_test_datasets.yml"), "w") as fh:
+                fh.write(yml)
+            written.append("cmos_test_datasets.yml")
+            summary["files"] += 1
         info = {"format": format, "blur_png": f"uint16 round(sigma*{BLUR_SCALE[format]:g})"
                 + (", three identical channels" if format == "cmos" else ""),
-                "seg_png": "uint8, 0 = void, class k stored as k+1" if format == "cmos" else "uint8, 255 = ignore",
+                "seg_png": lay.to_json()["semseg"] if lay else "uint8, 255 = ignore",
+                "cmos_layout": lay.to_json() if lay else None, "folders": folder,
                 "depth_png": "uint16 millimetres, 0 = invalid" if with_depth else None,
                 "grouped_split": grouped, "splits": summary["splits"], "groups": summary["groups"],
                 "attrs": m.attrs, "recipe": m.recipe or None,

@@ -13,7 +13,16 @@ Blur maps (``blur_psnr``, ``blur_ssim``)
     prediction is **not** clipped. PSNR with peak 1, SSIM as above with C1 = 0.01², C2 = 0.03².
 
 Segmentation (``ConfusionMatrix``)
-    One confusion matrix over the whole set, label 255 ignored; IoU per class and their mean.
+    One confusion matrix over the whole set, label 255 ignored; IoU per class and their mean. Two
+    definitions of the mean (:data:`MIOU_DEFINITIONS`, docs/cmos.md "Evaluation conventions"):
+    ``"public"`` (the default, as the CMOS test code computes the paper's numbers): the mean over **all**
+    classes, a class absent from both ground truth and prediction counting 0 (IoU = tp / max(tp + fp + fn,
+    1e-8)); ``"present"``: the mean over the classes that occur in the ground truth or the prediction.
+
+Conventions (:func:`eval_conventions`, :func:`sr_conventions`)
+    Every results file of ``bsr eval`` and ``bsr bench`` records the conventions it was scored with: a
+    JSON-able dict (the ``.json`` / ``.jsonl`` files), short tags (extra ``.csv`` columns) and one line of
+    text under the Markdown table (:func:`conventions_note`).
 """
 
 from __future__ import annotations
@@ -36,9 +45,26 @@ __all__ = [
     "blur_ssim",
     "ConfusionMatrix",
     "IGNORE_INDEX",
+    "MIOU_DEFINITIONS",
+    "DEFAULT_MIOU",
+    "check_miou",
+    "eval_conventions",
+    "sr_conventions",
+    "convention_tags",
+    "conventions_note",
 ]
 
 IGNORE_INDEX = 255
+#: mIoU definitions: "public" = the CMOS test code (mean over all classes, absent ones count 0);
+#: "present" = mean over the classes present in ground truth or prediction
+MIOU_DEFINITIONS = ("public", "present")
+DEFAULT_MIOU = "public"
+_MIOU_TEXT = {
+    "public": "mean IoU over all {n} classes, one confusion matrix per group, 255 ignored; a class absent from "
+              "both ground truth and prediction counts 0 (IoU = tp / max(tp + fp + fn, 1e-8), the CMOS test code)",
+    "present": "mean IoU over the classes present in the ground truth or the prediction (of {n}), one confusion "
+               "matrix per group, 255 ignored; absent classes are left out",
+}
 _WIN = 11
 _WIN_SIGMA = 1.5
 
@@ -210,14 +236,20 @@ class ConfusionMatrix:
         np.divide(tp, union, out=out, where=union > 0)
         return out
 
-    def miou(self) -> float:
-        """Mean IoU over all classes (fraction in [0, 1]).
+    def miou(self, definition: str = DEFAULT_MIOU) -> float:
+        """Mean IoU (fraction in [0, 1]) by ``definition`` (:data:`MIOU_DEFINITIONS`).
 
-        A class that never occurs in the ground truth nor in the predictions has an undefined IoU and is
-        left out of the mean (on a full test set every class occurs, so this is the mean over all classes).
-        A class that occurs but is never predicted correctly counts as 0.
+        ``"public"``: the mean over all ``num_classes``; a class that never occurs in the ground truth nor
+        in the predictions counts 0, as in the CMOS test code (tp / max(tp + fp + fn, 1e-8)). An empty
+        matrix gives 0.
+        ``"present"``: such a class has an undefined IoU and is left out of the mean (NaN when no class
+        occurs). On a full test set where every class occurs both give the same number. With either, a
+        class that occurs but is never predicted correctly counts 0.
         """
+        check_miou(definition, "miou")
         iou = self.iou()
+        if definition == "public":
+            return float(np.mean(np.nan_to_num(iou, nan=0.0)))
         if np.all(np.isnan(iou)):
             return math.nan
         return float(np.nanmean(iou))
@@ -225,3 +257,74 @@ class ConfusionMatrix:
     def pixel_accuracy(self) -> float:
         total = self.matrix.sum()
         return float(np.trace(self.matrix) / total) if total else math.nan
+
+
+# ------------------------------------------------------------------------------------------ conventions
+def check_miou(definition, option: str = "--miou") -> str:
+    """``definition`` if it is one of :data:`MIOU_DEFINITIONS`, else BsrError naming ``option``."""
+    if definition not in MIOU_DEFINITIONS:
+        raise BsrError(f"{option}: expected one of {', '.join(MIOU_DEFINITIONS)}, got {definition!r}")
+    return definition
+
+
+_SSIM_TEXT = "11x11 Gaussian window (sigma 1.5), valid filtering, C1 = (0.01 L)^2, C2 = (0.03 L)^2, mean of the map"
+
+
+def eval_conventions(*, sigma_max=None, miou=None, num_classes=None) -> dict:
+    """The conventions of a CMOS evaluation (blur maps and / or segmentation) as a JSON-able dict.
+
+    ``sigma_max``: σ_max of the dataset (blur maps scored, else None); ``miou``: the mIoU definition
+    (segmentation scored, else None); ``num_classes`` the class count of the mean."""
+    out = {}
+    if sigma_max is not None:
+        out["blur"] = {"normalise": "sigma / sigma_max (both maps, sigma in HR px)", "sigma_max": float(sigma_max),
+                       "prediction_clipped": False, "psnr_peak": 1.0, "ssim": _SSIM_TEXT + " with L = 1",
+                       "average": "mean over a group's images; Avg = mean of the groups"}
+    if miou is not None:
+        check_miou(miou, "miou")
+        out["miou"] = {"definition": miou, "num_classes": num_classes, "percent": True,
+                       "text": _MIOU_TEXT[miou].format(n=num_classes if num_classes is not None else "C"),
+                       "average": "Avg = mean of the groups"}
+    return out
+
+
+def sr_conventions(crop_border: int = 0) -> dict:
+    """The conventions of SR scores (PSNR/SSIM on Y) as a JSON-able dict."""
+    return {"sr": {"channel": "Y", "y": "16 + 65.481 R + 128.553 G + 24.966 B, R, G, B = uint8 / 255, float64, "
+                                        "not rounded",
+                   "quantise": "SR output clipped to [0, 1], floor(x*255 + 0.5) to uint8 (the CMOS test code rounds "
+                               "float32 x*255 half to even: other values at exact ties only, < 1e-6 dB)",
+                   "psnr_peak": 255.0,
+                   "ssim": _SSIM_TEXT + " with L = 255", "crop_border": int(crop_border),
+                   "average": "mean over a group's images; Avg = mean of the groups"}}
+
+
+def convention_tags(conv: dict) -> dict:
+    """Short ``{column: value}`` tags of a conventions dict, for the extra columns of a CSV table."""
+    tags = {}
+    if "blur" in conv:
+        tags["blur_norm"] = f"sigma/{conv['blur']['sigma_max']:g}"
+    if "miou" in conv:
+        tags["miou_def"] = conv["miou"]["definition"]
+    if "sr" in conv:
+        tags["sr_metric"] = conv["sr"]["channel"]
+        tags["crop_border"] = str(conv["sr"]["crop_border"])
+    return tags
+
+
+def conventions_note(conv: dict) -> str:
+    """One line of text naming the conventions (written under the Markdown tables)."""
+    parts = []
+    if "blur" in conv:
+        parts.append(f"blur maps ÷ σ_max = {conv['blur']['sigma_max']:g}, PSNR peak 1, prediction unclipped")
+    if "miou" in conv:
+        m = conv["miou"]
+        n = m.get("num_classes")
+        if m["definition"] == "public":
+            parts.append(f"mIoU {m['definition']}: mean over all {n if n is not None else 'C'} classes, a class "
+                         "absent from GT and prediction counts 0")
+        else:
+            parts.append(f"mIoU {m['definition']}: mean over the classes present in GT or prediction")
+    if "sr" in conv:
+        parts.append(f"PSNR (dB) / SSIM on the Y channel, border crop {conv['sr']['crop_border']} px")
+    return "Conventions: " + "; ".join(parts) + "." if parts else ""

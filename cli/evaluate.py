@@ -1,7 +1,9 @@
 """``bsr eval cmos --data DIR --ckpt RUN [--group all|1-5|1,3] [--split test] [--out DIR]``.
 
 Prints a Markdown table (rows = groups and Avg; blur-map PSNR/SSIM, mIoU %) and writes ``cmos_eval.md``,
-``cmos_eval.csv`` and ``cmos_eval.json`` (with the checkpoint and dataset provenance) under ``--out``.
+``cmos_eval.csv`` and ``cmos_eval.json`` (with the checkpoint and dataset provenance and the scoring
+conventions) under ``--out``. ``--miou public`` (default: the CMOS test code's mean over all classes, a class
+absent from ground truth and prediction counting 0) or ``--miou present`` (mean over the classes present).
 The work is :func:`bsrdata.models.evaluate.run_eval`; the tables are :mod:`bsrdata.tables`.
 """
 
@@ -24,11 +26,14 @@ from bsrdata.errors import BsrError
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="folder for .md/.csv/.json results")
 @click.option("--device", default=None, help="cpu, cuda, ...")
 @click.option("--limit", default=0, type=int, help="score only the first N images of each group (0 = all)")
-def evaluate(task_name, data, ckpt, group, split, out, device, limit):
+@click.option("--miou", default="public", show_default=True, type=click.Choice(["public", "present"]),
+              help="public: mean IoU over all classes, absent ones count 0 (CMOS test code, paper tables); "
+                   "present: mean over the classes present in ground truth or prediction")
+def evaluate(task_name, data, ckpt, group, split, out, device, limit, miou):
     """Score a CMOS checkpoint: blur-map PSNR/SSIM and mIoU per test group and on average."""
     from bsrdata.models.evaluate import run_eval
 
     if not os.path.isfile(os.path.join(data, "manifest.json")):
         raise BsrError(f"--data {data}: no manifest.json (not a built dataset)")
-    _, md = run_eval(data, ckpt, group=group, split=split, out=out, device=device, limit=limit)
+    _, md = run_eval(data, ckpt, group=group, split=split, out=out, device=device, limit=limit, miou=miou)
     click.echo(md)

@@ -3,7 +3,9 @@
 :func:`run_eval` loads the checkpoint, checks it fits the dataset, scores it with
 :func:`bsrdata.models.engine.task_cmos.evaluate_cmos` and writes ``cmos_eval.md``, ``cmos_eval.csv`` and
 ``cmos_eval.json`` (with the checkpoint and dataset provenance) through :mod:`bsrdata.tables` and
-:mod:`bsrdata.fileio`.
+:mod:`bsrdata.fileio`. Each records the conventions (:func:`bsrdata.metrics.eval_conventions`: σ_max of
+the blur normalisation, the mIoU definition): a note under the Markdown table, ``blur_norm`` /
+``miou_def`` CSV columns, ``provenance.conventions`` in the JSON.
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ def eval_groups(text, available) -> list[int]:
     return gs
 
 
-def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progress=True, limit=0):
-    """Score the CMOS checkpoint ``ckpt`` (run or checkpoint folder) on ``data`` -> (rows, markdown)."""
+def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progress=True, limit=0,
+             miou="public"):
+    """Score the CMOS checkpoint ``ckpt`` (run or checkpoint folder) on ``data`` -> (rows, markdown).
+
+    ``miou``: ``public`` (mean over all classes, absent ones count 0, as the CMOS test code) or
+    ``present`` (mean over the classes present), :data:`bsrdata.metrics.MIOU_DEFINITIONS`."""
     from bsrdata.fileio import sha256_file, write_json_atomic, write_text_atomic
     from bsrdata.manifest import load_manifest
+    from bsrdata.metrics import check_miou, eval_conventions
     from bsrdata.models.checkpoint import WEIGHTS, load, read_config, resolve_dir
     from bsrdata.models.device import pick_device
     from bsrdata.models.engine.task_cmos import CMOS_MODELS, dataset_num_classes, evaluate_cmos
@@ -42,6 +49,7 @@ def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progr
         ck = resolve_dir(ckpt)
     except BsrError as exc:
         raise BsrError(f"--ckpt {exc}") from None
+    check_miou(miou, "--miou")
     cfg = read_config(ck)
     name = cfg["model"]["name"]
     if name not in CMOS_MODELS:
@@ -63,20 +71,26 @@ def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progr
         bar = tqdm(desc="eval cmos", unit="img", dynamic_ncols=True)
     try:
         rows = evaluate_cmos(model, data, groups, split=split, limit=limit,
-                             progress=(bar.update if bar is not None else None))
+                             progress=(bar.update if bar is not None else None), miou=miou)
     finally:
         if bar is not None:
             bar.close()
-    md = eval_markdown(rows)
+    scored = {k for r in rows.values() for k in r}
+    attrs = m.attrs or {}
+    sigma_max = float(attrs.get("sigma_max", (attrs.get("max_coc", 21) - 1) / 4))  # as BenchData reads it
+    conv = eval_conventions(sigma_max=sigma_max if "blur_psnr" in scored else None,
+                            miou=miou if "miou" in scored else None, num_classes=getattr(model, "num_classes", ncls))
+    md = eval_markdown(rows, conv)
     if out:
         os.makedirs(out, exist_ok=True)
         prov = {"checkpoint": os.path.abspath(ck), "checkpoint_sha256": sha256_file(os.path.join(ck, WEIGHTS)),
                 "model": cfg["model"], "dataset": os.path.abspath(data), "split": split,
                 "manifest_sha256": sha256_file(os.path.join(data, "manifest.json")),
                 "metrics": {"blur": "PSNR/SSIM of σ/σ_max maps, peak 1, prediction unclipped, mean over images",
-                            "miou": "percent, one confusion matrix per group, 255 ignored"}}
+                            "miou": "percent, one confusion matrix per group, 255 ignored"},
+                "conventions": conv}
         write_text_atomic(os.path.join(out, "cmos_eval.md"), md + "\n")
-        write_text_atomic(os.path.join(out, "cmos_eval.csv"), eval_csv(rows))
+        write_text_atomic(os.path.join(out, "cmos_eval.csv"), eval_csv(rows, conv))
         write_json_atomic(os.path.join(out, "cmos_eval.json"), {"provenance": prov, "results": rows}, indent=2,
                           sort_keys=True, default=float)
     return rows, md

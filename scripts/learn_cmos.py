@@ -113,6 +113,7 @@ def main(argv=None):
         "baseline": {"sigma_mean": sigma, "majority_class": cls, "rows": rows_const},
         "model": rows_model, "blur_psnr_gain_db": gain, "pass_blur": ok_blur, "pass_miou": ok_seg,
         "torch_threads": torch.get_num_threads(),
+        "conventions": task.conventions(dict(cfg, data=dict(cfg["data"], root=args.data))),
     }
     md = ["## CMOS learning check (test groups " + ",".join(map(str, groups)) + ")", "",
           f"Trained {res['iterations']} iterations in {t_train / 60:.1f} min on the CPU "

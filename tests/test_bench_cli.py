@@ -52,6 +52,11 @@ def test_failing_command_keeps_bicubic_and_exits_nonzero(dataset, tmp_path, caps
     assert code == 1
     assert "| bicubic |" in out and "broken" not in out
     assert "bsr: error: broken: command exited with status 2" in err
+    # the default is the CMOS test code's convention: Y channel, no border crop; recorded in every table
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["crop_border"] == 0 and doc["conventions"]["sr"] == {**doc["conventions"]["sr"], "channel": "Y",
+                                                                    "crop_border": 0}
+    assert "border crop 0 px" in out and (tmp_path / "bench.csv").read_text().splitlines()[1].endswith(",Y,0")
 
 
 def test_bad_checkpoint_is_one_line(dataset, tmp_path, capsys):

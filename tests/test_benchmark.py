@@ -226,18 +226,23 @@ def test_table_formats(dataset, tmp_path):
     assert lines[2].startswith("| bicubic | ") and lines[3].startswith("| nearest | ")
     assert md == res.markdown
     rows = list(csv.reader(io.StringIO((tmp_path / "bench.csv").read_text())))
-    assert rows[0][:3] == ["method", "Group1_psnr", "Group1_ssim"] and rows[0][-2:] == ["Avg_psnr", "Avg_ssim"]
+    assert rows[0][:3] == ["method", "Group1_psnr", "Group1_ssim"]
+    assert rows[0][-4:] == ["Avg_psnr", "Avg_ssim", "sr_metric", "crop_border"]  # conventions on every row
+    assert all(r[-2:] == ["Y", "4"] for r in rows[1:])
+    assert md.rstrip().splitlines()[-1] == "Conventions: PSNR (dB) / SSIM on the Y channel, border crop 4 px."
     doc = json.loads((tmp_path / "bench.json").read_text())
-    assert doc["crop_border"] == 4
+    assert doc["crop_border"] == 4 and doc["conventions"]["sr"]["crop_border"] == 4
+    assert doc["conventions"]["sr"]["channel"] == "Y"
     assert doc["dataset"]["manifest_sha256"] == data.manifest_sha256
     assert [m["label"] for m in doc["methods"]] == ["bicubic", "nearest"]
     for r, j in zip(rows[1:], doc["methods"]):
         assert float(r[1]) == pytest.approx(j["groups"]["1"]["psnr"], abs=1e-6)
-        assert float(r[-1]) == pytest.approx(j["avg"]["ssim"], abs=1e-6)
+        assert float(r[-3]) == pytest.approx(j["avg"]["ssim"], abs=1e-6)
         cell = md.splitlines()[2 + doc["methods"].index(j)].split(" | ")[1]
         assert cell == f"{j['groups']['1']['psnr']:.2f}/{j['groups']['1']['ssim']:.4f}"
     assert doc["methods"][0]["provenance"]["method"] == "bicubic"
     assert doc["methods"][0]["provenance"]["crop_border"] == 4
+    assert doc["methods"][0]["provenance"]["conventions"]["sr"]["crop_border"] == 4  # the .jsonl header's
     # a different crop is a different table: earlier results are not mixed in
     res2 = bm.run_bench(data, [Counting()], tmp_path, crop_border=0)
     assert [r["label"] for r in res2.rows] == ["nearest"]

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -107,9 +108,16 @@ def test_nyuv2_export_cmos(nyu_build, tmp_path):
     assert res.returncode == 0, res.stderr
     c = tmp_path / "cmos"
     assert sorted(os.listdir(c / "train")) == ["GT", "LRx4", "blur", "semseg"]
-    assert sorted(os.listdir(c / "test")) == ["GT", "Group1", "Group2", "Group3", "Group4", "Group5", "semseg"]
-    assert len(os.listdir(c / "test" / "Group5" / "LRx4")) == 10
-    assert sorted(os.listdir(c / "test" / "GT")) == sorted(os.listdir(c / "test" / "Group2" / "blur"))
+    # the NYUv2 layout: the grouped test split is val/ (the public NYUv2 configs read val/GT, val/Group1)
+    assert sorted(os.listdir(c)) == ["bsr_export.json", "cmos_test_datasets.yml", "train", "val"]
+    assert sorted(os.listdir(c / "val")) == ["GT", "Group1", "Group2", "Group3", "Group4", "Group5", "semseg"]
+    assert len(os.listdir(c / "val" / "Group5" / "LRx4")) == 10
+    assert sorted(os.listdir(c / "val" / "GT")) == sorted(os.listdir(c / "val" / "Group2" / "blur"))
+    view = open_dataset(out, "train")
+    s = view[0]
+    lab = cv2.imread(str(c / "train" / "semseg" / f"{s['key']}.png"), cv2.IMREAD_UNCHANGED)
+    assert lab.ndim == 2  # single channel: 0 = void, class k stored as k + 1
+    np.testing.assert_array_equal(np.where(lab == 0, 255, lab.astype(np.int64) - 1), s["seg"])
 
 
 def test_nyuv2_release_recipe_rejects_wrong_counts(nyu_build, tmp_path):
@@ -169,9 +177,15 @@ def test_cityscapes_build_verify_export(city_build, tmp_path):
     assert test[0]["seg"] is None
     res = bsr("export", out, "--format", "cmos", "--out", tmp_path / "cmos")
     assert res.returncode == 0, res.stderr
-    assert sorted(os.listdir(tmp_path / "cmos")) == ["bsr_export.json", "test", "train", "val"]
+    assert sorted(os.listdir(tmp_path / "cmos")) == ["bsr_export.json", "cmos_test_datasets.yml", "test", "train",
+                                                     "val"]
     assert sorted(os.listdir(tmp_path / "cmos" / "val")) == ["GT", "LRx4", "blur", "semseg"]
     assert "semseg" not in os.listdir(tmp_path / "cmos" / "test")
+    s = val[0]  # the Cityscapes layout: three channels, each the train id, 255 void
+    lab = cv2.imread(str(tmp_path / "cmos" / "val" / "semseg" / f"{s['key']}.png"), cv2.IMREAD_UNCHANGED)
+    assert lab.ndim == 3 and lab.shape[2] == 3
+    for ch in range(3):
+        np.testing.assert_array_equal(lab[..., ch], s["seg"])
 
 
 def test_cityscapes_bad_inputs_through_cli(city_build, tmp_path):

@@ -190,6 +190,9 @@ def test_train_writes_run_and_learns_something(tmp_path, data):
     val = (run / "val.csv").read_text().splitlines()
     assert val[0].startswith("iteration,group") and len(val) == 1 + 2 * 2  # group 1 + avg, at 3 and 6
     assert json.loads((run / "config.json").read_text())["data"]["root"] == os.path.abspath(data)
+    conv = json.loads((run / "metrics.json").read_text())["conventions"]  # the task's scoring conventions
+    assert conv == task.conventions(json.loads((run / "config.json").read_text()))
+    assert conv["miou"]["definition"] == "public" and conv["blur"]["sigma_max"] > 0
 
 
 def test_resume_equals_uninterrupted(tmp_path, data):

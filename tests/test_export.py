@@ -55,8 +55,10 @@ def test_cmos_layout_round_trip(built, tmp_path):
     summary = export_dataset(built / "ds", out, "cmos")
     assert summary["splits"] == {"train": 5, "val": 5, "test": 10}
     assert summary["groups"] == {str(g): 10 for g in range(1, 6)}
+    # a folder source with train / val / test: the Cityscapes layout (splits under their own names)
+    assert summary["layout"] == "cityscapes" and summary["folders"] == {"train": "train", "val": "val", "test": "test"}
     top = sorted(os.listdir(out))
-    assert top == ["bsr_export.json", "test", "train", "val"]
+    assert top == ["bsr_export.json", "cmos_test_datasets.yml", "test", "train", "val"]
     for split in ("train", "val"):
         assert sorted(os.listdir(out / split)) == ["GT", "LRx4", "blur", "semseg"]
     assert sorted(os.listdir(out / "test")) == ["GT"] + [f"Group{g}" for g in range(1, 6)]  # no semseg: unlabelled
@@ -73,9 +75,10 @@ def test_cmos_layout_round_trip(built, tmp_path):
             b = cv2.imread(str(out / split / "blur" / n), cv2.IMREAD_UNCHANGED)
             assert b.dtype == np.uint16 and b.shape == s["hr"].shape
             assert np.abs(b[..., 0] / 10.0 - s["blur"]).max() <= 0.05 + 1e-6
-            lab = read(out / split / "semseg" / n)
-            np.testing.assert_array_equal(lab == 0, s["seg"] == 255)
-            np.testing.assert_array_equal(lab[s["seg"] != 255], s["seg"][s["seg"] != 255] + 1)
+            lab = read(out / split / "semseg" / n)  # three channels, each the class id, 255 void
+            assert lab.shape == s["hr"].shape and lab.dtype == np.uint8
+            for c in range(3):
+                np.testing.assert_array_equal(lab[..., c], s["seg"])
     # groups: LR / blur per group, HR once; sorted order pairs GT with each group's files
     gt = sorted(os.listdir(out / "test" / "GT"))
     for g in range(1, 6):
@@ -96,6 +99,7 @@ def test_cmos_layout_round_trip(built, tmp_path):
         assert n_inv == 10 // 5
     info = json.loads((out / "bsr_export.json").read_text())
     assert info["format"] == "cmos" and info["grouped_split"] == "test"
+    assert info["cmos_layout"]["name"] == "cityscapes" and info["cmos_layout"]["chosen_by"] == "splits"
 
 
 def test_png_format_lossless(built, tmp_path):

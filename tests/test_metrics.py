@@ -134,7 +134,88 @@ def test_confusion_matrix_hand_computed():
     iou = cm.iou()
     np.testing.assert_allclose(iou[:3], [0.5, 2 / 3, 1 / 3], atol=1e-12)
     assert np.isnan(iou[3])
-    assert cm.miou() == pytest.approx((0.5 + 2 / 3 + 1 / 3) / 3, abs=1e-12)
+    assert cm.miou("present") == pytest.approx((0.5 + 2 / 3 + 1 / 3) / 3, abs=1e-12)
+    # the default is the CMOS test code's: class 3 (absent from GT and prediction) counts 0 in the mean of 4
+    assert cm.miou() == cm.miou("public") == pytest.approx((0.5 + 2 / 3 + 1 / 3 + 0) / 4, abs=1e-12)
+
+
+def test_miou_definitions_hand_made_case():
+    """5 classes; GT has classes 0 and 1, the prediction also says 2 somewhere; 3 and 4 never occur."""
+    gt = np.array([[0, 0, 0, 1], [1, 1, 255, 1]])
+    pred = np.array([[0, 0, 1, 1], [1, 2, 3, 1]])  # the 3 sits on a void pixel: ignored, class 3 stays absent
+    cm = metrics.ConfusionMatrix(5).update(pred, gt)
+    # valid (gt, pred) pairs: (0,0) (0,0) (0,1) (1,1) (1,1) (1,2) (1,1)
+    # class 0: tp 2, fp 0, fn 1 -> 2/3; class 1: tp 3, fp 1 (a GT 0), fn 1 (predicted 2) -> 3/5;
+    # class 2: tp 0, fp 1 -> 0 (present in the prediction, so it counts 0 in both definitions)
+    present = (2 / 3 + 3 / 5 + 0) / 3  # = 19/45 = 0.4222...
+    public = (2 / 3 + 3 / 5 + 0 + 0 + 0) / 5  # = 19/75 = 0.2533...: classes 3 and 4 count 0
+    assert cm.miou("present") == pytest.approx(present, abs=1e-15)
+    assert cm.miou("public") == pytest.approx(public, abs=1e-15)
+    assert cm.miou() == cm.miou("public")
+    # the public test code's loop, written out: IoU_k = tp / max(tp + fp + fn, 1e-8) over valid pixels
+    valid = gt != 255
+    jac = [np.sum((gt == k) & (pred == k) & valid)
+           / max(np.sum((gt == k) & (pred == k) & valid) + np.sum((gt != k) & (pred == k) & valid)
+                 + np.sum((gt == k) & (pred != k) & valid), 1e-8) for k in range(5)]
+    assert cm.miou("public") == pytest.approx(float(np.mean(jac)), abs=1e-15)
+    # an empty matrix: 0 for public (the mean of zeros), NaN for present
+    assert metrics.ConfusionMatrix(3).miou("public") == 0.0
+    assert math.isnan(metrics.ConfusionMatrix(3).miou("present"))
+    with pytest.raises(BsrError, match="miou: expected one of public, present"):
+        cm.miou("all")
+
+
+@pytest.mark.parametrize("kernel_size", [21, 61])
+def test_blur_normalisation_as_cmos_test_code(kernel_size):
+    """Blur PSNR/SSIM equal the CMOS test code's formula: both maps / ((kernel_size - 1) / 4) in float32,
+    PSNR = 20 log10(1 / sqrt(MSE)), SSIM of the maps x 255 with cv2.filter2D (11x11 Gaussian 1.5, valid
+    region [5:-5, 5:-5]) and C1 = (0.01 * 255)^2, C2 = (0.03 * 255)^2. σ_max of a dataset built with that
+    max_coc is the divisor."""
+    import cv2
+
+    from bsrdata.degrade import DegradeConfig
+
+    smax = DegradeConfig(max_coc=kernel_size).sigma_max
+    assert smax == (kernel_size - 1) / 4
+    rng = np.random.default_rng(kernel_size)
+    gt = np.round(rng.uniform(0, smax, (48, 64)) * 10).astype(np.float32) / np.float32(10)  # 0.1 px steps
+    pred = (gt + rng.normal(0, smax / 8, gt.shape) - 0.2).astype(np.float32)  # leaves [0, σ_max]
+    assert pred.min() < 0 and pred.max() > smax
+    d = np.float32((kernel_size - 1) / 4.0)
+    p32, g32 = pred / d, gt / d
+    mse = np.mean((p32.astype(np.float64) - g32.astype(np.float64)) ** 2)
+    ref_psnr = 20 * math.log10(1.0 / math.sqrt(mse))
+    a, b = p32.astype(np.float64) * 255.0, g32.astype(np.float64) * 255.0
+    k = cv2.getGaussianKernel(11, 1.5)
+    win = np.outer(k, k.transpose())
+
+    def filt(x):
+        return cv2.filter2D(x, -1, win)[5:-5, 5:-5]
+
+    mu1, mu2 = filt(a), filt(b)
+    s11, s22, s12 = filt(a * a) - mu1 ** 2, filt(b * b) - mu2 ** 2, filt(a * b) - mu1 * mu2
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    ref_ssim = float(np.mean(((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1 ** 2 + mu2 ** 2 + c1) * (s11 + s22 + c2))))
+    # ours divides in float64: the float32 division of the public code moves PSNR by < 1e-5 dB
+    assert metrics.blur_psnr(pred, gt, smax) == pytest.approx(ref_psnr, abs=1e-5)
+    assert metrics.blur_ssim(pred, gt, smax) == pytest.approx(ref_ssim, abs=1e-6)
+    # a wrong divisor would show: max_coc instead of σ_max moves PSNR by 20 log10(max_coc / σ_max)
+    assert abs(metrics.blur_psnr(pred, gt, kernel_size) - ref_psnr) > 10
+
+
+def test_conventions_records():
+    conv = metrics.eval_conventions(sigma_max=5.0, miou="public", num_classes=40)
+    assert conv["blur"]["sigma_max"] == 5.0 and conv["blur"]["prediction_clipped"] is False
+    assert conv["miou"]["definition"] == "public" and "counts 0" in conv["miou"]["text"]
+    assert metrics.convention_tags(conv) == {"blur_norm": "sigma/5", "miou_def": "public"}
+    note = metrics.conventions_note(conv)
+    assert note.startswith("Conventions: blur maps ÷ σ_max = 5") and "all 40 classes" in note
+    sr = metrics.sr_conventions()
+    assert sr["sr"]["channel"] == "Y" and sr["sr"]["crop_border"] == 0
+    assert metrics.convention_tags(sr) == {"sr_metric": "Y", "crop_border": "0"}
+    assert "present" in metrics.conventions_note(metrics.eval_conventions(miou="present"))
+    with pytest.raises(BsrError, match="miou"):
+        metrics.eval_conventions(miou="x")
 
 
 def test_confusion_matrix_bad_labels():

@@ -196,6 +196,11 @@ class Task:
         """Data-dependent initialisation of a fresh model (not called on resume); returns facts to log."""
         return {}
 
+    def conventions(self, cfg: dict) -> dict:
+        """The scoring conventions of :meth:`evaluate` (:func:`bsrdata.metrics.eval_conventions` /
+        ``sr_conventions``), recorded in the run's ``metrics.json``; base: none."""
+        return {}
+
     def collate(self, items):
         from bsrdata.dataset import collate
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from bsrdata.errors import BsrError
+from bsrdata.metrics import DEFAULT_MIOU, MIOU_DEFINITIONS
 from bsrdata.models.engine.task import Task, check_choice, check_int, check_number
 from bsrdata.models.losses import cmos_loss
 
@@ -80,6 +81,8 @@ class CMOSTask(Task):
         # start the blur outputs' bias at the mean σ of the first N training samples (0 = off). With L1 and
         # Adam a bias moves about lr per step, so from 0 it needs thousands of steps to reach the mean σ.
         "init": {"blur_bias_samples": 64},
+        # mIoU definition of validation (bsrdata.metrics.MIOU_DEFINITIONS): public = the CMOS test code
+        "eval": {"miou": "public"},
     }
 
     def check_config(self, cfg, where):
@@ -97,6 +100,7 @@ class CMOSTask(Task):
         for k, v in cfg["loss"].items():
             check_number(v, f"loss.{k}", where, lo=0)
         check_int(cfg["init"]["blur_bias_samples"], "init.blur_bias_samples", where, lo=0)
+        check_choice(cfg["eval"]["miou"], "eval.miou", where, MIOU_DEFINITIONS)
 
     def build_model(self, cfg):
         from bsrdata.models.checkpoint import model_kwargs
@@ -148,12 +152,28 @@ class CMOSTask(Task):
     @torch.no_grad()
     def evaluate(self, model, root, cfg, groups, *, split="test", limit=0, progress=None):
         """Blur-map PSNR/SSIM (÷ σ_max, prediction unclipped; mean over images) and mIoU (%, one confusion
-        matrix per group, 255 ignored) per group, plus ``"avg"`` (mean over groups).
+        matrix per group, 255 ignored, definition ``eval.miou``) per group, plus ``"avg"`` (mean over groups).
 
         ``groups``: list of test group numbers, or None for the whole ``split`` (row named after it).
         A sample shared by several groups (same key and rendering) is predicted once.
         """
-        return evaluate_cmos(model, root, groups, split=split, limit=limit, progress=progress)
+        miou = (cfg or {}).get("eval", {}).get("miou", DEFAULT_MIOU)
+        return evaluate_cmos(model, root, groups, split=split, limit=limit, progress=progress, miou=miou)
+
+    def conventions(self, cfg):
+        return _cmos_conventions(cfg)
+
+
+def _cmos_conventions(cfg):
+    from bsrdata.manifest import load_manifest
+    from bsrdata.metrics import eval_conventions
+
+    attrs = load_manifest(cfg["data"]["root"]).attrs or {}
+    smax = float(attrs.get("sigma_max", (attrs.get("max_coc", 21) - 1) / 4))  # as BenchData reads it
+    name = cfg["model"]["name"]
+    return eval_conventions(sigma_max=smax if name != "cmos_seg" else None,
+                            miou=cfg.get("eval", {}).get("miou", DEFAULT_MIOU) if name != "cmos_blur" else None,
+                            num_classes=cfg["model"].get("num_classes"))
 
 
 def _num_classes(model):
@@ -161,13 +181,16 @@ def _num_classes(model):
 
 
 @torch.no_grad()
-def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None):
+def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None, miou=DEFAULT_MIOU):
     """Blur-map PSNR/SSIM and mIoU per group of ``root`` (see :meth:`CMOSTask.evaluate`) -> ``{g: {"n",
     "blur_psnr", "blur_ssim", "miou"}, "avg": {...}}``. The samples are the benchmark's units
     (:class:`bsrdata.benchmark.BenchData`): each stored rendering is predicted once however many groups
-    share it. ``progress(n)`` is called after each prediction."""
+    share it. ``progress(n)`` is called after each prediction. ``miou``: the definition of the mean
+    (:data:`bsrdata.metrics.MIOU_DEFINITIONS`; ``public`` = the CMOS test code, absent classes count 0)."""
     from bsrdata.benchmark import BenchData
-    from bsrdata.metrics import ConfusionMatrix, blur_psnr, blur_ssim
+    from bsrdata.metrics import ConfusionMatrix, blur_psnr, blur_ssim, check_miou
+
+    check_miou(miou, "miou")
     from bsrdata.models.convert import image_to_tensor
 
     data = BenchData(root, [int(g) for g in groups]) if groups is not None else BenchData(root, split=split)
@@ -212,7 +235,7 @@ def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None):
             if cm is not None:
                 c = ConfusionMatrix(ncls)
                 c.matrix = cm
-                row["miou"] = 100.0 * c.miou()
+                row["miou"] = 100.0 * c.miou(miou)
             rows[str(g)] = row
     finally:
         model.train(was_training)

@@ -141,6 +141,11 @@ class _SRTaskBase(Task):
 
         return tensor_to_image(self.sr_forward(model, image_to_tensor(s["lr"], dev), s))
 
+    def conventions(self, cfg):
+        from bsrdata.metrics import sr_conventions
+
+        return sr_conventions(int(cfg.get("eval", {}).get("crop_border", 0)))
+
     @torch.no_grad()
     def evaluate(self, model, root, cfg, groups, *, split=None, limit: int = 0, progress=None) -> dict:
         """PSNR/SSIM on Y per test group (each distinct LR image once) -> ``{g: {"psnr", "ssim", "n"},

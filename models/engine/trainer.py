@@ -12,7 +12,8 @@ Run folder: ``config.json`` (the resolved config), ``log.csv`` (iteration, lr, l
 seconds per iteration), ``val.csv`` (iteration, group, metrics), ``last/`` (a checkpoint:
 ``model.safetensors`` + ``config.json`` + ``state.pt`` with optimiser/scaler state and the iteration,
 replaced atomically every ``train.ckpt_every`` iterations and at the end), ``metrics.json`` (the final
-validation), ``pretrained.json`` (which backbone tensors an ImageNet weights file provided, if one was given).
+validation and its scoring conventions, ``Task.conventions``), ``pretrained.json`` (which backbone tensors
+an ImageNet weights file provided, if one was given).
 """
 
 from __future__ import annotations
@@ -407,7 +408,8 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
                             val_log.row({"iteration": it, "group": gname, **r})
                 dist.barrier()
         if dist.main:
-            _write_json(os.path.join(out_dir, "metrics.json"), {"iteration": it, "val": val_rows})
+            conv = task.conventions(cfg) if val_rows else {}
+            _write_json(os.path.join(out_dir, "metrics.json"), {"iteration": it, "val": val_rows, "conventions": conv})
     finally:
         for x in (log, val_log, bar):
             if x is not None:
