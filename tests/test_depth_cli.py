@@ -169,3 +169,17 @@ def test_bad_images_and_options(tree, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert run(*common(tree, tmp_path / "c4")[:6], "--device", "cuda") == 1
         assert "CUDA" in _one_error_line(capsys)
+
+
+def test_second_depth_run_into_one_cache_is_refused(tree, tmp_path, capsys):
+    """One writer per cache folder: a run while another holds it is one line and writes nothing."""
+    from bsrdata.lock import folder_lock
+
+    out = tmp_path / "cache"
+    with folder_lock(out, "depth"):
+        assert run(*common(tree, out)) == 1
+        line = _one_error_line(capsys)
+        assert f"{out}: in use by another bsr process (depth, pid" in line
+        assert sorted(os.listdir(out)) == [".bsr-lock"]
+    assert run(*common(tree, out)) == 0
+    assert not (out / ".bsr-lock").exists()
