@@ -39,7 +39,8 @@ def require_matplotlib():
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BsrError("--figures: needs matplotlib (pip install 'bsrdata[figures]' or pip install matplotlib)") from None
+        raise BsrError("--figures: needs matplotlib (pip install 'bsrdata[figures]' or "
+                       "pip install matplotlib)") from None
     return plt
 
 

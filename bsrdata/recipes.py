@@ -207,7 +207,8 @@ def with_deviations(recipe: dict, cfg, seed: int, limit=None, invariant_fraction
     if limit is not None:
         deviations["limit"] = limit
     if invariant_fraction is not None:
-        from bsrdata.plan import DEFAULT_INVARIANT_FRACTION, invariant_fraction as _frac
+        from bsrdata.plan import DEFAULT_INVARIANT_FRACTION
+        from bsrdata.plan import invariant_fraction as _frac
 
         f = _frac(invariant_fraction)
         if f != DEFAULT_INVARIANT_FRACTION:
