@@ -96,9 +96,9 @@ def bars_figure(rows, group_ids, path, title="SR on the test groups"):
                     va="bottom", fontsize=6.5)
     ax.set_xticks(np.arange(len(cols)), names)
     ax.set_ylabel("PSNR-Y (dB)  [SSIM below it]")
-    ax.set_ylim(base, hi + 0.25 * max(hi - lo, 1.0))
+    ax.set_ylim(base, hi + 0.3 * max(hi - lo, 1.0))
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", ncol=min(n, 4))
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(n, 4), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
