@@ -438,13 +438,15 @@ def summarise(groups: dict, scores: dict) -> dict:
 
 
 def score_units(data: BenchData, method: Method, uids, *, crop_border: int = 0, workdir=None,
-                on_chunk=None, bar=None) -> dict:
+                on_chunk=None, bar=None, strata=None) -> dict:
     """The scoring loop: super-resolve ``uids`` of ``data`` with ``method`` (``method.chunk`` at a time, each
     uid once) and score each SR against its HR -> ``{uid: {"uid", "psnr", "ssim"}}`` (PSNR in dB and SSIM on
     Y, :mod:`bsrdata.metrics`, ``crop_border`` px cropped per side).
 
     ``method.prepare`` is the caller's job. ``on_chunk(records, srs)`` is called after each chunk with its
-    score records and uint8 SR images (for result files); ``bar.update(n)`` after each chunk.
+    score records and uint8 SR images (for result files); ``bar.update(n)`` after each chunk. With
+    ``strata`` (a :class:`bsrdata.strata.StrataSpec`) each record also carries ``"strata"`` (per-stratum
+    sums, :func:`bsrdata.strata.sr_unit_stats`) and ``"strata_key"``.
     """
     uids = list(uids)
     scores = {}
@@ -460,6 +462,11 @@ def score_units(data: BenchData, method: Method, uids, *, crop_border: int = 0, 
             if sr.shape != hr.shape or sr.dtype != np.uint8:
                 raise BsrError(f"{method.label}: SR for {u} is {sr.shape} {sr.dtype}, expected uint8 {hr.shape}")
             rec = {"uid": u, "psnr": psnr_y(sr, hr, crop_border), "ssim": ssim_y(sr, hr, crop_border)}
+            if strata is not None:
+                from bsrdata.strata import sr_unit_stats
+
+                rec["strata_key"] = strata.key()
+                rec["strata"] = sr_unit_stats(sr, hr, s["blur"], strata, crop_border)
             records.append(rec)
             scores[u] = rec
         if on_chunk is not None:
@@ -478,12 +485,14 @@ class BenchResult:
 
 
 def run_bench(data: BenchData, methods: list, out_dir, *, crop_border: int = 0, progress=None,
-              save_images: bool = False, fresh: bool = False) -> BenchResult:
+              save_images: bool = False, fresh: bool = False, strata=None) -> BenchResult:
     """Score ``methods`` on ``data``'s groups; resumable through ``out_dir/results``.
 
     ``progress(total, desc)`` -> an object with ``update(n)`` and ``close()`` (e.g. a tqdm), or None.
     A method that fails (BsrError) is recorded in ``errors`` and the others still run; the tables are
-    rewritten after each method, so finished results are never lost.
+    rewritten after each method, so finished results are never lost. ``strata`` (a
+    :class:`bsrdata.strata.StrataSpec`): stored units without strata of that spec are scored again
+    (the later line wins); :func:`bsrdata.strata.write_bench_strata` tabulates them.
     """
     crop_border = int(crop_border)
     if crop_border < 0:
@@ -492,10 +501,10 @@ def run_bench(data: BenchData, methods: list, out_dir, *, crop_border: int = 0, 
     from bsrdata.lock import folder_lock
 
     with folder_lock(out_dir, "bench"):  # one writer per results folder (docs/pipeline.md, "Guarantees")
-        return _run_bench(data, methods, out_dir, crop_border, progress, save_images, fresh)
+        return _run_bench(data, methods, out_dir, crop_border, progress, save_images, fresh, strata)
 
 
-def _run_bench(data, methods, out_dir, crop_border, progress, save_images, fresh) -> BenchResult:
+def _run_bench(data, methods, out_dir, crop_border, progress, save_images, fresh, strata) -> BenchResult:
     rdir = os.path.join(out_dir, "results")
     os.makedirs(rdir, exist_ok=True)
     order = list(data.units)
@@ -511,6 +520,8 @@ def _run_bench(data, methods, out_dir, crop_border, progress, save_images, fresh
                 os.remove(path)
             header, scores = _read_jsonl(path)
             scores = {u: r for u, r in scores.items() if u in data.units}
+            if strata is not None:
+                scores = {u: r for u, r in scores.items() if r.get("strata_key") == strata.key()}
             if header is None:
                 header = {"format": RESULTS_FORMAT, "label": method.label, "identity": ident,
                           "provenance": {**method.provenance(), "dataset": data.provenance(),
@@ -538,7 +549,8 @@ def _run_bench(data, methods, out_dir, crop_border, progress, save_images, fresh
                         Image.fromarray(sr).save(os.path.join(img_dir, rec["uid"] + ".png"))
 
             try:
-                score_units(data, method, todo, crop_border=crop_border, workdir=workdir, on_chunk=write, bar=bar)
+                score_units(data, method, todo, crop_border=crop_border, workdir=workdir, on_chunk=write, bar=bar,
+                            strata=strata)
             finally:
                 if bar:
                     bar.close()

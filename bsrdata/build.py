@@ -304,7 +304,8 @@ def check_build_options(*, workers=1, shard_size=32, limit=None, shard="1/1", n_
 
 def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_size: int = 32, limit=None,
                   shard="1/1", recipe=None, progress=None, *, with_depth: bool = False, n_groups: int = 5,
-                  grouped=("test",), mp_context: str | None = None, source_files=None, status=None) -> dict:
+                  grouped=("test",), mp_context: str | None = None, source_files=None, status=None,
+                  invariant_fraction=None) -> dict:
     """Build ``source`` into ``out_dir`` and return the summary dict.
 
     Args:
@@ -317,6 +318,9 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         progress: ``callable(done, total)`` called as renderings finish (in this process).
         status: ``callable(text)`` for one-off notes before the work starts (the first run's compile).
         with_depth: also store the (cleaned) depth in metres.
+        invariant_fraction: share of the ungrouped (train) splits' keys rendered invariant (default 1/5,
+            :func:`bsrdata.plan.make_plan`); another value is recorded as the manifest's
+            ``invariant_fraction`` (and in the recipe's deviations by the CLI).
 
     Returns:
         summary: {"splits": {split: {"images", "renderings", "invariant", "shards"}}, "groups": {...},
@@ -325,7 +329,8 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         "manifest": path}.
     """
     from bsrdata.degrade import DegradeConfig
-    from bsrdata.plan import make_plan
+    from bsrdata.plan import DEFAULT_INVARIANT_FRACTION, make_plan
+    from bsrdata.plan import invariant_fraction as _frac
 
     t0 = time.time()
     if not isinstance(cfg, DegradeConfig):
@@ -334,13 +339,17 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     workers = check_workers(workers)
     k_part, n_part = check_build_options(workers=workers, shard_size=shard_size, limit=limit, shard=shard,
                                          n_groups=n_groups, seed=seed)
+    frac = _frac(invariant_fraction)
     out = check_out_dir(out_dir)
     splits = _splits_with_limit(source, limit)
-    plan = make_plan(splits, seed, n_groups=n_groups, grouped=grouped)
+    plan = make_plan(splits, seed, n_groups=n_groups, grouped=grouped, invariant_fraction=frac)
     if recipe is not None and limit is None:
         from bsrdata.recipes import check_counts
 
-        check_counts(recipe, plan.counts())
+        counts = plan.counts()
+        # with --invariant-fraction the recipe's invariant counts of the ungrouped splits do not apply
+        skip = tuple(k for k in counts["splits"] if k not in grouped) if frac != DEFAULT_INVARIANT_FRACTION else ()
+        check_counts(recipe, counts, skip_invariant=skip)
     labelled = {}
     for split, keys in splits.items():
         labelled[split] = source.load(keys[0]).seg is not None  # a split is labelled iff its first frame is
@@ -357,13 +366,14 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     with folder_lock(out, "build" if n_part == 1 else f"build --shard {k_part}/{n_part}", share=share):
         return _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, progress, with_depth,
                              k_part, n_part, t0, splits, plan, jobs, attrs, src_name, plan_id, source_files,
-                             mp_context, status)
+                             mp_context, status, frac)
 
 
 def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, progress, with_depth,
                   k_part, n_part, t0, splits, plan, jobs, attrs, src_name, plan_id, source_files, mp_context,
-                  status):
+                  status, frac):
     from bsrdata import GENERATOR_VERSION
+    from bsrdata.plan import DEFAULT_INVARIANT_FRACTION
 
     src_options = source.options() if hasattr(source, "options") else {}
     mname = NAME if n_part == 1 else part_manifest_name(k_part, n_part)
@@ -473,6 +483,8 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
         # build log, so two builds of the same dataset write byte-identical manifests
         "summary": {k: v for k, v in summary.items() if k not in RUN_ONLY},
     }
+    if frac != DEFAULT_INVARIANT_FRACTION:  # only then, so default builds keep byte-identical manifests
+        manifest["invariant_fraction"] = str(frac)
     write_json_atomic(mpath, manifest)
     append_build_log(out, {"event": "build", "manifest": mname, **{k: summary[k] for k in RUN_ONLY}})
     summary["manifest"] = mpath

@@ -2,8 +2,9 @@
 
 A pure function of the seed and the key lists (docs/pipeline.md):
 
-- Ungrouped split of n keys (train, Cityscapes val): ⌊n/5⌋ keys, chosen by the seed, are rendered
-  invariant, the rest variant; each key is stored once.
+- Ungrouped split of n keys (train, Cityscapes val): ⌊n·f⌋ keys, chosen by the seed, are rendered
+  invariant, the rest variant; each key is stored once. f = ``invariant_fraction``, default 1/5 (the
+  paper's datasets); 1 gives the all-invariant training set of the paper's Table 4, 0 an all-variant one.
 - Grouped split (test): the keys are shuffled by the seed and cut into ``n_groups`` disjoint folds of
   ⌊n/5⌋ keys (the n − 5·⌊n/5⌋ left over are in no fold). Every key is stored once variant (shared by every
   group) and, if it is in fold g, once more invariant (rendered with ``group=g``). Group g lists every
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from fractions import Fraction
 
 import numpy as np
 
@@ -59,12 +61,33 @@ class Plan:
                                           for g, m in self.groups.items()}}
 
 
+DEFAULT_INVARIANT_FRACTION = Fraction(1, 5)
+
+
+def invariant_fraction(value, option: str = "--invariant-fraction") -> Fraction:
+    """``None`` -> 1/5; a number or text (``0.5``, ``1/3``, ``1``) in [0, 1] -> the exact Fraction."""
+    if value is None:
+        return DEFAULT_INVARIANT_FRACTION
+    try:
+        f = Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        raise BsrError(f"{option}: cannot read {value!r} (use a fraction in [0, 1], e.g. 0.2, 1/5 or 1)") from None
+    if not 0 <= f <= 1:
+        raise BsrError(f"{option}: must be in [0, 1], got {value!r}")
+    return f
+
+
+_invariant_fraction = invariant_fraction
+
+
 def make_plan(splits: dict, seed: int, *, test_split: str = "test", n_groups: int = 5,
-              grouped=("test",)) -> Plan:
+              grouped=("test",), invariant_fraction=None) -> Plan:
     """Make the plan for ``splits`` (split name -> keys in a fixed order).
 
+    ``invariant_fraction`` (ungrouped splits only; default 1/5): the share of keys rendered invariant.
     Raises BsrError on a duplicate key (within or across splits) or a non-positive ``n_groups``.
     """
+    frac = _invariant_fraction(invariant_fraction)
     if int(n_groups) < 1:
         raise BsrError(f"n_groups: must be >= 1, got {n_groups}")
     n_groups = int(n_groups)
@@ -79,7 +102,7 @@ def make_plan(splits: dict, seed: int, *, test_split: str = "test", n_groups: in
     for split, keys in splits.items():
         keys = [str(k) for k in keys]
         n = len(keys)
-        m = n // max(5, n_groups) if split in grouped else n // 5
+        m = n // max(5, n_groups) if split in grouped else int(n * frac.numerator // frac.denominator)
         rng = _rng(seed, split)
         if split in grouped:
             perm = rng.permutation(n)

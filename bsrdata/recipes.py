@@ -141,8 +141,10 @@ def expected_counts(n_images, grouped=("test",), n_groups=5):
     return out
 
 
-def check_counts(recipe, plan_counts):
+def check_counts(recipe, plan_counts, skip_invariant=()):
     """Compare a plan's counts (:meth:`bsrdata.plan.Plan.counts`) with the recipe's expectations.
+
+    ``skip_invariant``: splits whose invariant count is not compared (a build with ``--invariant-fraction``).
 
     Raises BsrError("<recipe id>: ...") on the first difference (e.g. a source with the wrong number of
     images); use it only for full builds (not ``--limit`` or partial ones)."""
@@ -155,6 +157,8 @@ def check_counts(recipe, plan_counts):
         checks = (("images", exp["splits"]), ("renderings", exp.get("renderings", {})),
                   ("invariant", exp.get("stored_invariant", {})))
         for field, table in checks:
+            if field == "invariant" and split in skip_invariant:
+                continue
             if split in table and c.get(field) != table[split]:
                 raise BsrError(f"{rid}: split {split} has {c.get(field)} {field}, the recipe expects {table[split]}")
     for g, c in plan_counts.get("groups", {}).items():
@@ -185,9 +189,10 @@ def check_source_files(recipe, paths):
     return out
 
 
-def with_deviations(recipe: dict, cfg, seed: int, limit=None) -> dict:
+def with_deviations(recipe: dict, cfg, seed: int, limit=None, invariant_fraction=None) -> dict:
     """The recipe as recorded in a build's manifest: ``recipe`` plus its ``id`` and ``deviations``, the
-    settings of this build that differ from it (``seed``, changed ``degrade`` keys, a ``limit``), or None.
+    settings of this build that differ from it (``seed``, changed ``degrade`` keys, a ``limit``, an
+    ``invariant_fraction`` other than 1/5 as text like ``"1"``), or None.
 
     ``cfg`` is the build's :class:`bsrdata.degrade.DegradeConfig`.
     """
@@ -201,4 +206,11 @@ def with_deviations(recipe: dict, cfg, seed: int, limit=None) -> dict:
         deviations["degrade"] = {k: v for k, v in cfg.to_attrs().items() if rcfg.to_attrs().get(k) != v}
     if limit is not None:
         deviations["limit"] = limit
+    if invariant_fraction is not None:
+        from bsrdata.plan import DEFAULT_INVARIANT_FRACTION
+        from bsrdata.plan import invariant_fraction as _frac
+
+        f = _frac(invariant_fraction)
+        if f != DEFAULT_INVARIANT_FRACTION:
+            deviations["invariant_fraction"] = str(f)
     return dict(recipe, id=recipe_id(recipe), deviations=deviations or None)

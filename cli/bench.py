@@ -80,8 +80,19 @@ class _Bar:
 @click.option("--timeout", default=None, type=float, help="Seconds allowed per command: call.")
 @click.option("--save-images", is_flag=True, help="Also write the SR PNGs under OUT/sr/LABEL/.")
 @click.option("--fresh", is_flag=True, help="Ignore stored results of these methods and score again.")
+@click.option("--strata", "use_strata", is_flag=True,
+              help="Also score per σ bin, blur-boundary band vs flat, IVA vs VA (strata.md/.json).")
+@click.option("--strata-bins", default=None, help="σ bin edges (HR px) like 0,1,2,5, or one bin width; "
+              "default 0,1,...,ceil(σ_max).")
+@click.option("--band-width", default=8, show_default=True, type=int, help="Boundary band width (HR px).")
+@click.option("--band-threshold", default=0.5, show_default=True, type=float,
+              help="σ range (px) in the band window that marks a blur discontinuity.")
+@click.option("--figures", "figures_dir", default=None, type=click.Path(file_okay=False),
+              help="Write PNG figures here (PSNR vs σ bin with --strata, bar chart, comparison panels).")
+@click.option("--crop", "crop", default=None, help="Zoom crop of the comparison panels, X,Y,W,H in HR px "
+              "(default: where the methods differ most).")
 def bench(data_dir, methods, groups, crop_border, out_dir, ckpt, cmos_ckpt, device, shell, chunk, timeout,
-          save_images, fresh):
+          save_images, fresh, use_strata, strata_bins, band_width, band_threshold, figures_dir, crop):
     """Score SR METHODs on the test groups of DATA (PSNR/SSIM on Y) and print the table."""
     from bsrdata import benchmark as bm
 
@@ -105,11 +116,33 @@ def bench(data_dir, methods, groups, crop_border, out_dir, ckpt, cmos_ckpt, devi
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         raise BsrError(f"--method: two methods are labelled {dup[0]!r}; name them with LABEL=...")
-    res = bm.run_bench(data, built, out_dir, crop_border=crop_border, progress=_Bar, save_images=save_images,
-                       fresh=fresh)
+    spec = None
+    if use_strata:
+        from bsrdata.strata import StrataSpec
+
+        spec = StrataSpec.make(data.sigma_max, strata_bins, band_width, band_threshold)
+    if figures_dir:
+        from bsrdata.figures import parse_crop, require_matplotlib
+
+        require_matplotlib()
+        crop = parse_crop(crop)
+    res = bm.run_bench(data, built, out_dir, crop_border=crop_border, progress=_Bar,
+                       save_images=save_images or bool(figures_dir), fresh=fresh, strata=spec)
     errors += res.errors
     click.echo(res.markdown, nl=False)
     click.echo(f"tables: {res.files['md']}, {res.files['csv']}, {res.files['json']}", err=True)
+    aggs = None
+    if spec is not None:
+        from bsrdata.strata import write_bench_strata
+
+        md, aggs = write_bench_strata(data, out_dir, res.rows, spec, crop_border)
+        click.echo("\n" + md, nl=False)
+        click.echo(f"strata: {out_dir}/strata.md, {out_dir}/strata.json", err=True)
+    if figures_dir and res.rows:
+        from bsrdata.figures import bench_figures
+
+        for path in bench_figures(data, out_dir, res.rows, figures_dir, strata=aggs, crop=crop):
+            click.echo(f"figure: {path}", err=True)
     for e in errors:
         click.echo(f"bsr: error: {e}", err=True)
     if errors:

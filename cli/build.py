@@ -34,6 +34,9 @@ def _common(f):
         click.option("--shard-size", default=None, type=int,
                      help="Renderings per shard file (default 32; demo 16)."),
         click.option("--with-depth", is_flag=True, help="Also store depth (metres)."),
+        click.option("--invariant-fraction", default=None,
+                     help="Share of the training keys rendered space-invariant, e.g. 1 (all, paper Table 4) "
+                          "or 0.5 (default 1/5)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     for o in reversed(opts):
@@ -62,10 +65,13 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
     shard_size = 32 if kw["shard_size"] is None else kw["shard_size"]  # 0 is refused, not read as "default"
     check_build_options(workers=kw["workers"], shard_size=shard_size, limit=kw["limit"], shard=kw["shard"],
                         n_groups=n_groups, seed=seed)
+    from bsrdata.plan import invariant_fraction
+
+    frac = invariant_fraction(kw["invariant_fraction"])
     if recipe is not None:
         from bsrdata.recipes import with_deviations
 
-        recipe = with_deviations(recipe, cfg, seed, kw["limit"])
+        recipe = with_deviations(recipe, cfg, seed, kw["limit"], frac)
     bar = None
     status = None
     if not kw["quiet"]:
@@ -79,7 +85,8 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
         summary = build_dataset(source, kw["out"], cfg, seed=seed, workers=kw["workers"],
                                 shard_size=shard_size, limit=kw["limit"], shard=kw["shard"],
                                 recipe=recipe, progress=bar, with_depth=kw["with_depth"],
-                                source_files=source_files, grouped=grouped, n_groups=n_groups, status=status)
+                                source_files=source_files, grouped=grouped, n_groups=n_groups, status=status,
+                                invariant_fraction=frac)
     except BaseException:
         if bar is not None:
             bar.close(leave=False)  # the error line alone, not a half bar above it

@@ -32,11 +32,14 @@ def eval_groups(text, available) -> list[int]:
 
 
 def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progress=True, limit=0,
-             miou="public"):
+             miou="public", strata=None, figures=None):
     """Score the CMOS checkpoint ``ckpt`` (run or checkpoint folder) on ``data`` -> (rows, markdown).
 
     ``miou``: ``public`` (mean over all classes, absent ones count 0, as the CMOS test code) or
-    ``present`` (mean over the classes present), :data:`bsrdata.metrics.MIOU_DEFINITIONS`."""
+    ``present`` (mean over the classes present), :data:`bsrdata.metrics.MIOU_DEFINITIONS`.
+    ``strata`` (a :class:`bsrdata.strata.StrataSpec` or ``True`` for the defaults): blur-map scores per
+    stratum too (:func:`bsrdata.strata.write_eval_strata`, appended to the markdown, ``cmos_strata.*`` in
+    ``out``); ``figures`` (a folder): :func:`bsrdata.figures.eval_figure` of the first space-variant unit."""
     from bsrdata.fileio import sha256_file, write_json_atomic, write_text_atomic
     from bsrdata.manifest import load_manifest
     from bsrdata.metrics import check_miou, eval_conventions
@@ -69,9 +72,11 @@ def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progr
         from tqdm import tqdm
 
         bar = tqdm(desc="eval cmos", unit="img", dynamic_ncols=True)
+    extra = _Extras(data, groups, split, strata, figures)
     try:
         rows = evaluate_cmos(model, data, groups, split=split, limit=limit,
-                             progress=(bar.update if bar is not None else None), miou=miou)
+                             progress=(bar.update if bar is not None else None), miou=miou,
+                             on_unit=extra.on_unit if extra.active else None)
     finally:
         if bar is not None:
             bar.close()
@@ -93,4 +98,56 @@ def run_eval(data, ckpt, group="all", split="test", out=None, device=None, progr
         write_text_atomic(os.path.join(out, "cmos_eval.csv"), eval_csv(rows, conv))
         write_json_atomic(os.path.join(out, "cmos_eval.json"), {"provenance": prov, "results": rows}, indent=2,
                           sort_keys=True, default=float)
+    else:
+        prov = None
+    md = extra.finish(md, limit, out, prov)
     return rows, md
+
+
+class _Extras:
+    """The opt-in parts of ``bsr eval cmos``: per-unit strata sums and the figure's sample (``on_unit``)."""
+
+    def __init__(self, data, groups, split, strata, figures):
+        self.spec, self.figures = strata, figures
+        self.active = bool(strata) or bool(figures)
+        if not self.active:
+            return
+        from bsrdata.benchmark import BenchData
+        from bsrdata.strata import StrataSpec
+
+        self.bd = BenchData(data, [int(g) for g in groups]) if groups is not None else BenchData(data, split=split)
+        if strata is True:
+            self.spec = StrataSpec.make(self.bd.sigma_max)
+        if figures:
+            from bsrdata.figures import require_matplotlib
+
+            require_matplotlib()
+        self.stats, self.shown = {}, None
+
+    def on_unit(self, uid, sample, pred):
+        from bsrdata.strata import blur_unit_stats
+
+        if self.spec and "blur" in pred:
+            self.stats[uid] = blur_unit_stats(pred["blur"], sample["blur"], self.spec, self.bd.sigma_max)
+        if self.figures and (self.shown is None or (self.shown[0] is True and not self.bd.units[uid].invariant)):
+            self.shown = (self.bd.units[uid].invariant, uid, sample, pred)
+
+    def finish(self, md, limit, out, prov):
+        if not self.active:
+            return md
+        if self.spec and self.stats:
+            from bsrdata.strata import write_eval_strata
+
+            groups = {g: u for g, u in self.bd.select(limit).items()}
+            smd, _ = write_eval_strata(self.bd, groups, self.stats, self.spec, out, prov)
+            md = md + "\n\n" + smd
+        if self.figures and self.shown is not None:
+            from bsrdata.figures import eval_figure
+
+            _, uid, sample, pred = self.shown
+            unit = self.bd.units[uid]
+            path = eval_figure(sample, pred.get("blur"), pred.get("seg"), self.bd.sigma_max,
+                               os.path.join(self.figures, f"cmos_{uid}.png"),
+                               title=f"{unit.key} ({'IVA' if unit.invariant else 'VA'})")
+            self.figure = path
+        return md

@@ -181,12 +181,15 @@ def _num_classes(model):
 
 
 @torch.no_grad()
-def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None, miou=DEFAULT_MIOU):
+def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None, miou=DEFAULT_MIOU, on_unit=None):
     """Blur-map PSNR/SSIM and mIoU per group of ``root`` (see :meth:`CMOSTask.evaluate`) -> ``{g: {"n",
     "blur_psnr", "blur_ssim", "miou"}, "avg": {...}}``. The samples are the benchmark's units
     (:class:`bsrdata.benchmark.BenchData`): each stored rendering is predicted once however many groups
-    share it. ``progress(n)`` is called after each prediction. ``miou``: the definition of the mean
-    (:data:`bsrdata.metrics.MIOU_DEFINITIONS`; ``public`` = the CMOS test code, absent classes count 0)."""
+    share it. ``progress(n)`` is called after each prediction; ``on_unit(uid, sample, pred)`` too, with the
+    unit's sample dict and ``pred`` = {"blur": σ map (H, W) float64, "seg": labels (H, W)} (the keys the
+    model outputs), for stratified scores and figures (``bsr eval cmos --strata/--figures``). ``miou``: the
+    definition of the mean (:data:`bsrdata.metrics.MIOU_DEFINITIONS`; ``public`` = the CMOS test code,
+    absent classes count 0)."""
     from bsrdata.benchmark import BenchData
     from bsrdata.metrics import ConfusionMatrix, blur_psnr, blur_ssim, check_miou
 
@@ -220,6 +223,13 @@ def evaluate_cmos(model, root, groups, *, split="test", limit=0, progress=None, 
                         lab = out["seg"][0].argmax(0).cpu().numpy()
                         res["cm"] = ConfusionMatrix(ncls).update(lab, np.asarray(seg).astype(np.int64)).matrix
                     cache[u] = res
+                    if on_unit is not None:
+                        pred = {}
+                        if "blur" in out:
+                            pred["blur"] = out["blur"][0, 0].double().cpu().numpy()
+                        if "seg" in out:
+                            pred["seg"] = out["seg"][0].argmax(0).cpu().numpy()
+                        on_unit(u, s, pred)
                     if progress is not None:
                         progress(1)
                 res = cache[u]
