@@ -31,6 +31,8 @@ def _common(f):
         click.option("--shard-size", default=None, type=int,
                      help="Renderings per shard file (default 32; demo 16)."),
         click.option("--with-depth", is_flag=True, help="Also store depth (metres)."),
+        click.option("--shard-format", type=click.Choice(["1", "2"]), default="2", show_default=True,
+                     help="Shard file format: 2 = Blosc + tiles + coded blur (fast reading), 1 = gzip (the first)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     for o in reversed(opts):
@@ -75,7 +77,8 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
         summary = build_dataset(source, kw["out"], cfg, seed=seed, workers=kw["workers"],
                                 shard_size=shard_size, limit=kw["limit"], shard=kw["shard"],
                                 recipe=recipe, progress=progress, with_depth=kw["with_depth"],
-                                source_files=source_files, grouped=grouped, n_groups=n_groups)
+                                source_files=source_files, grouped=grouped, n_groups=n_groups,
+                                shard_format=int(kw["shard_format"]))
     except BaseException:
         if bar is not None:
             bar.leave = False  # the error line alone, not a half bar above it
