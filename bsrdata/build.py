@@ -153,9 +153,7 @@ def _report(n=1):
 def _render_shard(job: ShardJob) -> dict:
     """Render and write one shard (in a worker or in-process); returns its manifest entry and stats."""
     from bsrdata.degrade import synthesize
-    from bsrdata.shards import ShardWriter
-
-    from bsrdata.shards import sigma_levels
+    from bsrdata.shards import ShardWriter, sigma_levels
 
     source, cfg, seed, out, with_depth = _W["source"], _W["cfg"], _W["seed"], _W["out"], _W["with_depth"]
     attrs = dict(_W["attrs"], build_id=job.build_id, split=job.split)

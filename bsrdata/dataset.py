@@ -62,12 +62,12 @@ def to_float(batch: dict, device=None, non_blocking: bool = False) -> dict:
     """A batch of ``output="uint8"`` items (or of default items) -> the default float batch, on ``device``.
 
     ``lr``/``hr`` uint8 -> float32 in [0, 1] (x / 255 in float32, the same values as the default items),
-    ``seg`` -> int64, ``blur`` float32 as is; other entries are kept. The copy to ``device`` comes first
-    (1 byte per value instead of 4), ``non_blocking`` for pinned batches (``DataLoader(pin_memory=True)``).
+    ``seg`` -> int64, ``blur`` float32 as is; every other tensor is only moved, other entries are kept.
+    The copy to ``device`` comes first (1 byte per value instead of 4), ``non_blocking`` for pinned batches
+    (``DataLoader(pin_memory=True)``).
     """
     out = dict(batch)
-    for k in ("lr", "hr", "blur", "seg", "mask"):
-        t = out.get(k)
+    for k, t in batch.items():
         if not torch.is_tensor(t):
             continue
         if device is not None:

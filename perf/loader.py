@@ -177,8 +177,8 @@ def main(argv=None):
             for w in ws:
                 for label, root, output, tf in configs:
                     rates[label][w].append(loader_rate(root, w, output, a.items, to_float=tf))
-            crop_rates["old"].append(loader_rate(old, 2, "float", a.items, crop=192))
-            crop_rates["new"].append(loader_rate(new, 2, "uint8", a.items, crop=192))
+            crop_rates["old"].append(loader_rate(old, 2, "float", a.items, crop=min(192, *size)))
+            crop_rates["new"].append(loader_rate(new, 2, "uint8", a.items, crop=min(192, *size)))
             print(f"repeat {r + 1}/{a.repeats}: " + ", ".join(
                 f"{w}w {rates[configs[0][0]][w][-1]:.0f} -> {rates[configs[1][0]][w][-1]:.0f}" for w in ws)
                 + f" items/s; load {os.getloadavg()[0]:.1f}", flush=True)
@@ -201,12 +201,13 @@ def main(argv=None):
         print(f"{label:40s}" + "".join(
             f"{d[str(w)]['median']:8.0f} ({d[str(w)]['min']:.0f}-{d[str(w)]['max']:.0f})".rjust(22) for w in ws))
     for name in ("ratio_new_over_old", "ratio_new_to_float_over_old"):
+        rr = {str(w): res[name][str(w)] for w in ws}
         print(f"{name:40s}" + "".join(
-            f"{res[name][str(w)]['median']:7.2f}x ({res[name][str(w)]['min']:.2f}-{res[name][str(w)]['max']:.2f})".rjust(22)
-            for w in ws))
+            f"{rr[str(w)]['median']:7.2f}x ({rr[str(w)]['min']:.2f}-{rr[str(w)]['max']:.2f})".rjust(22) for w in ws))
     c = res["crop192_2workers"]
+    cr = res["crop192_ratio"]
     print(f"192x192 crops, 2 workers: old {c['old']['median']:.0f}, new {c['new']['median']:.0f} items/s "
-          f"({res['crop192_ratio']['median']:.2f}x, {res['crop192_ratio']['min']:.2f}-{res['crop192_ratio']['max']:.2f})")
+          f"({cr['median']:.2f}x, {cr['min']:.2f}-{cr['max']:.2f})")
     p = res["in_process"]
     print(f"one process (no DataLoader): old {p['old']['median']:.0f}, new {p['new']['median']:.0f} items/s "
           f"({res['in_process_ratio']['median']:.2f}x)")

@@ -14,8 +14,7 @@ import torch
 from bsrdata import open_dataset
 from bsrdata.dataset import BSRDataset, collate, to_float
 from bsrdata.errors import BsrError
-from bsrdata.shards import (DEFAULT_SHARD_FORMAT, ShardWriter, encode_blur, read_sample, sigma_levels,
-                            write_dataset)
+from bsrdata.shards import DEFAULT_SHARD_FORMAT, ShardWriter, encode_blur, read_sample, sigma_levels, write_dataset
 from bsrdata.verify import verify_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -195,3 +194,23 @@ def test_worker_count_does_not_change_batches(tmp_path):
     for x, y in zip(*got):
         for k in ("lr", "hr", "blur", "seg"):
             assert torch.equal(x[k], y[k])
+
+
+def test_trainer_makes_float_batches_from_uint8_items(tmp_path):
+    """The engine's tasks hand out uint8 items; the trainer's device copy turns them into the float batch
+    the float items give (so training sees the same numbers)."""
+    from bsrdata.models.engine.task import get_task
+    from bsrdata.models.engine.trainer import _to_device
+
+    ss = _samples(n=4)
+    _, r2 = _both(tmp_path, ss)
+    task = get_task("rrdb-sft")
+    cfg = task.config({"data": {"root": str(r2), "crop": 16, "hflip": False, "rot90": False}})
+    cfg["train"]["seed"] = 3
+    ds = task.make_dataset(cfg, "train", True)
+    assert ds.output == "uint8"
+    ref = BSRDataset(r2, "train", crop=16, seed=3)
+    got = _to_device(task.collate([ds[i] for i in range(4)]), torch.device("cpu"))
+    want = collate([ref[i] for i in range(4)])
+    for k in ("lr", "hr", "blur", "seg", "invariant"):
+        assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
