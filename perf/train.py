@@ -201,6 +201,8 @@ def main(argv=None):
                     yield dict(fb)
             t_net = time_steps(step, fixed(), device, a.steps, a.warmup)
             peak = _peak_mb(device)
+            print(f"{name}: without the loader {sorted(t_net)[len(t_net) // 2]:.3f} s/it, peak {peak:.0f} MB",
+                  flush=True)
             batches = _loader_batches(root, crop, batch, a.workers, device)
             t_load = time_steps(step, batches, device, a.steps, a.warmup)
             t0 = time.perf_counter()  # the loader alone: batches/s with no step in between
