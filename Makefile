@@ -29,6 +29,8 @@ perf: install
 	$(BIN)/python perf/render.py
 	$(BIN)/python perf/build.py
 	$(BIN)/python perf/stereo.py
+	$(BIN)/python perf/loader.py
+	$(BIN)/python perf/train.py
 
 # ruff (configured in pyproject.toml): pyflakes, pycodestyle, import order; fails on any finding.
 lint: install

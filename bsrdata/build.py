@@ -33,7 +33,7 @@ from bsrdata.errors import BsrError
 from bsrdata.fileio import remove_temps, tmp_name
 from bsrdata.lock import folder_lock
 from bsrdata.manifest import FORMAT, NAME, sha256_file, write_json_atomic, write_manifest
-from bsrdata.shards import shard_path
+from bsrdata.shards import DEFAULT_SHARD_FORMAT, fields_for, shard_path
 from bsrdata.workers import check_workers, die_with_parent, pool_size
 
 N_HIST = 10
@@ -157,7 +157,7 @@ def _report(n=1):
 def _render_shard(job: ShardJob) -> dict:
     """Render and write one shard (in a worker or in-process); returns its manifest entry and stats."""
     from bsrdata.degrade import synthesize
-    from bsrdata.shards import ShardWriter
+    from bsrdata.shards import ShardWriter, sigma_levels
 
     source, cfg, seed, out, with_depth = _W["source"], _W["cfg"], _W["seed"], _W["out"], _W["with_depth"]
     attrs = dict(_W["attrs"], build_id=job.build_id, split=job.split)
@@ -165,7 +165,9 @@ def _render_shard(job: ShardJob) -> dict:
     hist = np.zeros(N_HIST, dtype=np.int64)
     edges = sigma_edges(cfg.sigma_max)
     stretched, notes = [], {}
-    with ShardWriter(path, len(job.items), attrs, with_seg=job.with_seg, with_depth=with_depth) as w:
+    fmt = int(attrs.get("shard_format", 1))
+    with ShardWriter(path, len(job.items), attrs, with_seg=job.with_seg, with_depth=with_depth,
+                     shard_format=fmt, blur_levels=sigma_levels(attrs) if fmt >= 2 else None) as w:
         for key, inv, group in job.items:
             rec = source.load(key)
             try:
@@ -254,11 +256,9 @@ def _existing_ok(path, job: ShardJob) -> bool:
     if not os.path.isfile(path):
         return False
     try:
-        import h5py
+        from bsrdata.shards import check_shard, h5py_module
 
-        from bsrdata.shards import check_shard
-
-        with h5py.File(path, "r") as f:
+        with h5py_module().File(path, "r") as f:
             meta = check_shard(f, path)
             bid = f.attrs.get("build_id")
         bid = bid.decode() if isinstance(bid, bytes) else bid
@@ -269,13 +269,12 @@ def _existing_ok(path, job: ShardJob) -> bool:
 
 
 def _hist_of_file(path, sigma_max):
-    import h5py
+    from bsrdata.shards import read_blur
 
     edges = sigma_edges(sigma_max)
     hist = np.zeros(N_HIST, dtype=np.int64)
-    with h5py.File(path, "r") as f:
-        for i in range(f["blur"].shape[0]):
-            hist += np.histogram(np.clip(f["blur"][i], 0, sigma_max), bins=edges)[0]
+    for b in read_blur(path):
+        hist += np.histogram(np.clip(b, 0, sigma_max), bins=edges)[0]
     return hist
 
 
@@ -305,7 +304,7 @@ def check_build_options(*, workers=1, shard_size=32, limit=None, shard="1/1", n_
 def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_size: int = 32, limit=None,
                   shard="1/1", recipe=None, progress=None, *, with_depth: bool = False, n_groups: int = 5,
                   grouped=("test",), mp_context: str | None = None, source_files=None, status=None,
-                  invariant_fraction=None) -> dict:
+                  invariant_fraction=None, shard_format: int = DEFAULT_SHARD_FORMAT) -> dict:
     """Build ``source`` into ``out_dir`` and return the summary dict.
 
     Args:
@@ -321,6 +320,9 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
         invariant_fraction: share of the ungrouped (train) splits' keys rendered invariant (default 1/5,
             :func:`bsrdata.plan.make_plan`); another value is recorded as the manifest's
             ``invariant_fraction`` (and in the recipe's deviations by the CLI).
+        shard_format: 2 (default: Blosc, tiles, blur as codes on the CoC grid) or 1 (gzip, the first
+            format); recorded as ``attrs["shard_format"]`` (format 2 only, so format 1 bytes are unchanged)
+            in every shard and the manifest, and part of every shard's ``build_id``.
 
     Returns:
         summary: {"splits": {split: {"images", "renderings", "invariant", "shards"}}, "groups": {...},
@@ -356,6 +358,9 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     jobs = plan_shards(plan, shard_size, labelled)
     attrs = cfg.to_attrs()
     attrs["num_classes"] = -1 if source.num_classes is None else int(source.num_classes)
+    fields_for(shard_format)  # 1 or 2, else one line
+    if shard_format != 1:
+        attrs["shard_format"] = int(shard_format)
     src_name = getattr(source, "name", type(source).__name__)
     src_options = source.options() if hasattr(source, "options") else {}
     for j in jobs:

@@ -8,6 +8,12 @@ seed=0)`` wraps :func:`bsrdata.shards.open_dataset`. Item ``i`` is a dict:
 - ``"seg"``: int64 (H, W), class index, 255 = ignore (all 255 when the split has no labels)
 - ``"key"``: str; ``"invariant"``: bool
 
+``output="uint8"`` (compact items, for DataLoader workers): ``"lr"``/``"hr"`` uint8 (3, h, w) / (3, H, W)
+and ``"seg"`` uint8 (H, W), 3x less to move between processes; :func:`to_float` turns such a batch into
+exactly the default items (÷255 in float32, seg int64) in the main process or on the device, after a
+``pin_memory`` / ``non_blocking`` copy. A crop reads only its window from the shards
+(:meth:`bsrdata.shards.DatasetView.read`; shard format 2 decodes only the tiles it touches).
+
 Augmentation (training): ``crop`` = (H, W) HR crop (int for square; multiples of ``scale``; None = whole
 frame), cut at an LR-aligned random position so LR and HR stay registered; ``hflip`` flips half the items;
 ``zoom`` factors z (e.g. (1, 1.2, 1.5)) enlarge the content: a region of crop/z is cut and resized to the
@@ -30,10 +36,10 @@ from bsrdata.errors import BsrError
 from bsrdata.shards import open_dataset
 
 ZOOM_RULES = ("physical", "paper")
-
+OUTPUTS = ("float", "uint8")
 
 # what a training item needs: depth and the JSON params are not decoded
-_FIELDS = ("key", "hr", "lr", "blur", "seg", "invariant")
+_ARRAYS = ("hr", "lr", "blur", "seg")
 
 
 def _pair(crop, name="crop"):
@@ -45,6 +51,33 @@ def _pair(crop, name="crop"):
     if len(crop) != 2 or min(crop) < 1:
         raise BsrError(f"{name}: expected one or two positive integers, got {crop!r}")
     return crop
+
+
+def _chw_view(img: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> a uint8 (3, H, W) tensor view (no copy: collating copies it once, into place)."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+
+
+def to_float(batch: dict, device=None, non_blocking: bool = False) -> dict:
+    """A batch of ``output="uint8"`` items (or of default items) -> the default float batch, on ``device``.
+
+    ``lr``/``hr`` uint8 -> float32 in [0, 1] (x / 255 in float32, the same values as the default items),
+    ``seg`` -> int64, ``blur`` float32 as is; every other tensor is only moved, other entries are kept.
+    The copy to ``device`` comes first (1 byte per value instead of 4), ``non_blocking`` for pinned batches
+    (``DataLoader(pin_memory=True)``).
+    """
+    out = dict(batch)
+    for k, t in batch.items():
+        if not torch.is_tensor(t):
+            continue
+        if device is not None:
+            t = t.to(device, non_blocking=non_blocking)
+        if k in ("lr", "hr") and t.dtype == torch.uint8:
+            t = t.to(torch.float32).div_(255.0)
+        elif k == "seg" and t.dtype != torch.int64:
+            t = t.to(torch.int64)
+        out[k] = t
+    return out
 
 
 def _to_chw_unit(img: np.ndarray) -> np.ndarray:
@@ -115,7 +148,10 @@ class BSRDataset(Dataset):
     """Shards of one split (or one test group) as a torch Dataset; see the module docstring."""
 
     def __init__(self, root, split, group=None, crop=None, scale=4, hflip=False, zoom=(1,),
-                 zoom_rule="physical", seed=0):
+                 zoom_rule="physical", seed=0, output="float"):
+        if output not in OUTPUTS:
+            raise BsrError(f"output: must be one of {', '.join(OUTPUTS)}, not {output!r}")
+        self.output = output
         self.root, self.split, self.group = root, split, group
         self.view = open_dataset(root, split, group)
         self.scale = int(self.view.attrs.get("scale", scale))
@@ -156,39 +192,56 @@ class BSRDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
     def __getitem__(self, index):
-        s = self.view.get(index, _FIELDS)
-        lr, hr, blur, seg = s["lr"], s["hr"], s["blur"], s["seg"]
+        n = len(self.view)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(index)
+        h, w = self.view.frame_shape(index)
+        rng = self._rng(index)
+        y, x, sh, sw, ch, cw, flip = self._plan(rng, h // self.scale, w // self.scale, index)
+        s = self.scale
+        whole = (sh, sw) == (h // s, w // s)
+        window = None if whole else (s * y, s * (y + sh), s * x, s * (x + sw))
+        d = self.view.read(index, _ARRAYS, window)
+        lr, hr, blur, seg = d["lr"], d["hr"], d["blur"], d["seg"]
         if seg is None:
             seg = np.full(hr.shape[:2], 255, np.uint8)
-        rng = self._rng(index)
-        lr, hr, blur, seg, flip = self._augment(rng, lr, hr, blur, seg, s["key"])
-        item = {
-            "lr": torch.from_numpy(_to_chw_unit(lr)),
-            "hr": torch.from_numpy(_to_chw_unit(hr)),
-            "blur": torch.from_numpy(np.ascontiguousarray(blur, dtype=np.float32))[None],
-            "seg": torch.from_numpy(np.ascontiguousarray(seg).astype(np.int64)),
-        }
+        lr, hr, blur, seg = self._zoom(lr, hr, blur, seg, sh, sw, ch, cw)
+        if self.output == "uint8":
+            item = {"lr": _chw_view(lr), "hr": _chw_view(hr),
+                    "seg": torch.from_numpy(np.ascontiguousarray(seg))}
+        else:
+            item = {"lr": torch.from_numpy(_to_chw_unit(lr)), "hr": torch.from_numpy(_to_chw_unit(hr)),
+                    "seg": torch.from_numpy(np.ascontiguousarray(seg).astype(np.int64))}
+        item["blur"] = torch.from_numpy(np.ascontiguousarray(blur, dtype=np.float32))[None]
+        item = {k: item[k] for k in ("lr", "hr", "blur", "seg")}
         if flip:
             # the shifted-in HR columns: edge values, and labels 255 so no loss is taken there
             item, _ = dihedral(item, False, True, False, self.scale, self._flip_shift > 0, fill={"seg": 255})
-        item["key"] = s["key"]
-        item["invariant"] = bool(s["invariant"])
+        item["key"] = d["key"]
+        item["invariant"] = bool(d["invariant"])
         return item
 
-    def _augment(self, rng, lr, hr, blur, seg, key):
+    def _plan(self, rng, lh, lw, index):
+        """The random crop of item ``index`` (LR frame lh x lw), drawn before anything is read: the LR
+        window (y, x, sh, sw) to cut, the LR crop size (ch, cw) it is resized to (zoom), and the flip.
+        The draws (zoom, y, x, flip, in this order) depend only on (seed, epoch, index)."""
         s = self.scale
-        lh, lw = lr.shape[:2]
         ch, cw = (self.crop[0] // s, self.crop[1] // s) if self.crop else (lh, lw)
         if ch > lh or cw > lw:
+            key = self.view.keys[index]
             raise BsrError(f"crop: {ch * s}x{cw * s} is larger than sample '{key}' ({lh * s}x{lw * s})")
         z = float(self.zoom[rng.integers(len(self.zoom))]) if len(self.zoom) > 1 else self.zoom[0]
         sh, sw = (max(1, int(round(ch / z))), max(1, int(round(cw / z)))) if z != 1.0 else (ch, cw)
         y = int(rng.integers(lh - sh + 1))
         x = int(rng.integers(lw - sw + 1))
-        lr = lr[y:y + sh, x:x + sw]
-        hr = hr[s * y:s * (y + sh), s * x:s * (x + sw)]
-        blur = blur[s * y:s * (y + sh), s * x:s * (x + sw)]
-        seg = seg[s * y:s * (y + sh), s * x:s * (x + sw)]
+        flip = bool(self.hflip and rng.random() < 0.5)  # applied by dihedral() in __getitem__
+        return y, x, sh, sw, ch, cw, flip
+
+    def _zoom(self, lr, hr, blur, seg, sh, sw, ch, cw):
+        """Resize a (sh, sw) LR window (and its HR maps) cut for zoom z back to the crop size (ch, cw)."""
+        s = self.scale
         if (sh, sw) != (ch, cw):
             zy, zx = ch / sh, cw / sw
             factor = math.sqrt(zy * zx)
@@ -197,8 +250,7 @@ class BSRDataset(Dataset):
             blur = cv2.resize(blur, (cw * s, ch * s), interpolation=cv2.INTER_LINEAR)
             blur = blur * factor if self.zoom_rule == "physical" else blur / factor
             seg = cv2.resize(seg, (cw * s, ch * s), interpolation=cv2.INTER_NEAREST)
-        flip = bool(self.hflip and rng.random() < 0.5)  # applied by dihedral() in __getitem__
-        return lr, hr, blur, seg, flip
+        return lr, hr, blur, seg
 
 
 def collate(items):

@@ -6,8 +6,10 @@ Checks, each problem reported as one line naming the file:
   the plan (planned shards, planned renderings) and, for a full recipe build, to the recipe's expected
   counts (Table 1 rule);
 - every shard present, of the recorded size (catches truncation), a readable HDF5 file with the contract's
-  datasets, shapes and dtypes, the manifest's keys / invariant flags / attributes;
-- data of every sample: σ finite and within [0, σ_max]; invariant samples' blur map constant; labels
+  datasets, shapes and dtypes (shard format 1 or 2, docs/pipeline.md; the format is the ``shard_format``
+  attribute, so the manifest's attrs check covers it), the manifest's keys / invariant flags / attributes;
+- data of every sample: σ finite and within [0, σ_max] (format 2's blur codes decoded through
+  ``blur_levels``; a code past the table is a problem); invariant samples' blur map constant; labels
   within ``0..num_classes-1`` or 255; depth finite and > 0 when stored;
 - test groups: every test image once per group, in split order, pointing at a stored rendering with the
   right key and invariant flag; folds disjoint with ⌊n/5⌋ invariant members each;
@@ -22,7 +24,7 @@ import numpy as np
 
 from bsrdata.errors import BsrError
 from bsrdata.manifest import ABSENT
-from bsrdata.shards import FIELDS, shard_path
+from bsrdata.shards import FIELD_NAMES, decode_blur, shard_path
 
 SIGMA_TOL = 1e-5
 
@@ -38,7 +40,7 @@ def _check_attrs(meta_attrs, man_attrs, path, problems):
             problems.append(f"{path}: attribute {k} = {got!r}, manifest says {v!r}")
 
 
-def _check_samples(f, path, attrs, entry, problems):
+def _check_samples(f, path, attrs, entry, problems, levels=None):
     sigma_max = float(attrs["sigma_max"])
     nc = int(attrs.get("num_classes", -1))
     n = f["hr"].shape[0]
@@ -49,6 +51,13 @@ def _check_samples(f, path, attrs, entry, problems):
             return
         key = entry.keys[i]
         b = f["blur"][i]
+        if levels is not None:
+            try:
+                b = decode_blur(b, levels, path, i)
+            except BsrError as exc:
+                problems.append(f"{exc} ({key})")
+                bad += 1
+                continue
         if not np.all(np.isfinite(b)):
             problems.append(f"{path}: sample {i} ({key}) blur map has NaN/inf")
             bad += 1
@@ -72,9 +81,9 @@ def _check_samples(f, path, attrs, entry, problems):
             if not (np.all(np.isfinite(d)) and np.all(d > 0)):
                 problems.append(f"{path}: sample {i} ({key}) depth not finite and > 0")
                 bad += 1
-        for fd in FIELDS:  # decode the fields not read above (catches corrupt chunks)
-            if fd.name in f and fd.name not in ("blur", "seg", "depth"):
-                f[fd.name][i]
+        for name in FIELD_NAMES:  # decode the fields not read above (catches corrupt chunks)
+            if name in f and name not in ("blur", "seg", "depth"):
+                f[name][i]
 
 
 def verify_dataset(root, full: bool = False, progress=None) -> dict:
@@ -84,10 +93,10 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
     finding is a line in ``problems`` (an empty list means it passed). ``warnings``: lines about a valid
     dataset that is probably not what was meant (test groups without an invariant member).
     """
-    import h5py
-
     from bsrdata.manifest import load_manifest, sha256_file
-    from bsrdata.shards import check_shard
+    from bsrdata.shards import check_shard, h5py_module
+
+    h5py = h5py_module()
 
     root = os.fspath(root)
     problems: list[str] = []
@@ -158,7 +167,7 @@ def verify_dataset(root, full: bool = False, progress=None) -> dict:
                     if meta["shape"][0] % attrs["scale"] or meta["shape"][1] % attrs["scale"]:
                         problems.append(f"{path}: frame {meta['shape']} not a multiple of scale {attrs['scale']}")
                     if meta["n"] == sh.count and meta["keys"] == list(sh.keys):
-                        _check_samples(f, path, meta["attrs"], sh, problems)
+                        _check_samples(f, path, meta["attrs"], sh, problems, meta["blur_levels"])
                     out["samples"] += meta["n"]
             except BsrError as exc:
                 problems.append(str(exc))

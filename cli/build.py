@@ -37,6 +37,8 @@ def _common(f):
         click.option("--invariant-fraction", default=None,
                      help="Share of the training keys rendered space-invariant, e.g. 1 (all, paper Table 4) "
                           "or 0.5 (default 1/5)."),
+        click.option("--shard-format", type=click.Choice(["1", "2"]), default="2", show_default=True,
+                     help="Shard file format: 2 = Blosc + tiles + coded blur (fast reading), 1 = gzip (the first)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     for o in reversed(opts):
@@ -86,7 +88,7 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
                                 shard_size=shard_size, limit=kw["limit"], shard=kw["shard"],
                                 recipe=recipe, progress=bar, with_depth=kw["with_depth"],
                                 source_files=source_files, grouped=grouped, n_groups=n_groups, status=status,
-                                invariant_fraction=frac)
+                                invariant_fraction=frac, shard_format=int(kw["shard_format"]))
     except BaseException:
         if bar is not None:
             bar.close(leave=False)  # the error line alone, not a half bar above it

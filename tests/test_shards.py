@@ -28,9 +28,10 @@ ATTRS = dict(DegradeConfig().to_attrs(), num_classes=5)
 
 
 def test_contract(tmp_path):
+    """Shard format 1 (gzip, one sample per chunk) is still written byte for byte as before."""
     p = tmp_path / "s" / "a.h5"
     ss = [_sample("k0", seed=0), _sample("k1", True, seed=1), _sample("k2", seed=2, seg=False)]
-    write_shard(p, ss, ATTRS, with_depth=True)
+    write_shard(p, ss, ATTRS, with_depth=True, shard_format=1)
     assert os.listdir(p.parent) == ["a.h5"]  # no temporary file left
     with h5py.File(p, "r") as f:
         assert f["hr"].shape == (3, 8, 12, 3) and f["hr"].dtype == np.uint8
@@ -43,6 +44,7 @@ def test_contract(tmp_path):
         assert json.loads(f["params"][1])["seed"] == 1
         for k in ("scale", "max_coc", "sigma_max", "renderer", "downsample", "noise", "generator_version"):
             assert k in f.attrs
+        assert "shard_format" not in f.attrs and "blur_levels" not in f  # format 1 = absent attribute
         assert np.all(f["seg"][2] == 255)  # an unlabelled sample in a labelled shard is all ignore
     s = read_sample(p, 1)
     for k in ("hr", "lr", "blur", "seg", "depth"):

@@ -62,21 +62,58 @@ def test_missing_and_truncated(ds):
     assert any(p1.name in x and "truncated" in x for x in probs)
 
 
-def test_bad_content_caught(ds):
+@pytest.fixture(scope="module")
+def built_v1(tmp_path_factory):
+    root = tmp_path_factory.mktemp("v1") / "ds"
+    build_dataset(SyntheticSource(n_train=1, n_test=6, size=(32, 48), seed=1), root, CFG, seed=2, shard_size=4,
+                  shard_format=1)
+    return root
+
+
+def test_format_recorded(built, built_v1):
+    """The default build writes shard format 2 (recorded in the manifest's and every shard's attrs);
+    shard_format=1 writes the first format, and verify passes both."""
+    import hdf5plugin  # noqa: F401  (the Blosc filter of format 2)
+
+    for root, fmt in ((built, 2), (built_v1, 1)):
+        m = json.load(open(root / "manifest.json"))
+        assert m["attrs"].get("shard_format", 1) == fmt
+        with h5py.File(root / m["splits"]["test"]["shards"][0]["path"], "r") as f:
+            assert f.attrs.get("shard_format", 1) == fmt
+            assert f["blur"].dtype == (np.uint16 if fmt == 2 else np.float32)
+            assert ("blur_levels" in f) == (fmt == 2)
+        assert verify_dataset(root, full=True)["problems"] == []
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_bad_content_caught(fmt, built, built_v1, tmp_path):
+    import hdf5plugin  # noqa: F401
+
+    ds = tmp_path / "ds"
+    shutil.copytree(built if fmt == 2 else built_v1, ds)
     m = json.load(open(ds / "manifest.json"))
     sh = m["splits"]["test"]["shards"][0]
     inv = sh["invariant"].index(True) if True in sh["invariant"] else None
     p = ds / sh["path"]
     with h5py.File(p, "r+") as f:
         b = f["blur"][0]
-        b[0, 0] = 7.5  # σ above σ_max = 5
+        if fmt == 1:
+            b[0, 0] = 7.5  # σ above σ_max = 5
+        else:  # format 2: a table entry above σ_max, used by one pixel; a code past the table
+            lv = np.append(f["blur_levels"][()], np.float32(7.5))
+            del f["blur_levels"]
+            f.create_dataset("blur_levels", data=lv)
+            b[0, 0] = len(lv) - 1
+            b2 = f["blur"][2]
+            b2[1, 1] = 60000
+            f["blur"][2] = b2
         f["blur"][0] = b
         s = f["seg"][1]
         s[0, 0] = 40  # label outside 0..7 and not 255
         f["seg"][1] = s
         if inv is not None:
             b = f["blur"][inv]
-            b[3, 3] += 0.5
+            b[3, 3] += 5 if fmt == 2 else 0.5
             f["blur"][inv] = b
     sz = os.path.getsize(p)
     for s in m["splits"]["test"]["shards"]:
@@ -88,6 +125,8 @@ def test_bad_content_caught(ds):
     assert any("labels outside" in x for x in probs)
     if inv is not None:
         assert any("not constant" in x for x in probs)
+    if fmt == 2:
+        assert any("sample 2 blur code 60000 is past the" in x for x in probs)
 
 
 def test_manifest_problems(ds, tmp_path):

@@ -116,8 +116,9 @@ class CMOSTask(Task):
 
         d = cfg["data"]
         if train:
+            # uint8 items: the trainer makes the float batch on the device (bsrdata.dataset.to_float)
             return BSRDataset(d["root"], split, crop=d["crop"], hflip=d["hflip"], zoom=tuple(d["zoom"]),
-                              zoom_rule=d["zoom_rule"], seed=cfg["train"]["seed"])
+                              zoom_rule=d["zoom_rule"], seed=cfg["train"]["seed"], output="uint8")
         return BSRDataset(d["root"], split)
 
     def check_data(self, cfg, dataset):

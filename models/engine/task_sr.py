@@ -110,8 +110,9 @@ class _SRTaskBase(Task):
         d = cfg["data"]
         if train:
             # flips are done per batch in training_step (grid-aware), not by the dataset
+            # uint8 items: the trainer makes the float batch on the device (bsrdata.dataset.to_float)
             ds = BSRDataset(d["root"], split, crop=d["crop"], hflip=False, zoom=tuple(d["zoom"]),
-                            zoom_rule=d["zoom_rule"], seed=cfg["train"]["seed"])
+                            zoom_rule=d["zoom_rule"], seed=cfg["train"]["seed"], output="uint8")
             self._direct = str(ds.view.attrs.get("downsample", "direct")) == "direct"
             self._scale = ds.scale
             return ds

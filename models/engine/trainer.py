@@ -144,7 +144,10 @@ class StreamSampler(Sampler):
 
 
 def _to_device(batch, device):
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    """Move a batch to ``device``; uint8 items (``BSRDataset(output="uint8")``) become float there."""
+    from bsrdata.dataset import to_float
+
+    return to_float(batch, device, non_blocking=True)
 
 
 # ------------------------------------------------------------------------------------------ run folder
