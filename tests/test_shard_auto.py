@@ -110,3 +110,12 @@ def test_cli_shard_auto_without_environment(clean_env, tmp_path, capsys):
     code, out, err = _run(["build", "demo", "--out", str(tmp_path / "o"), *TINY, "--shard", "auto"], capsys)
     assert code == 1 and err.startswith("bsr: error: --shard auto: no SLURM") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_slurm_example_script():
+    import subprocess
+
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "slurm", "build_array.sbatch")
+    text = open(path).read()
+    assert "--shard auto" in text and "bsr merge" in text and "#SBATCH --array=" in text
+    assert subprocess.run(["bash", "-n", path]).returncode == 0
