@@ -55,7 +55,7 @@ def _scene():
     return left, depth_m
 
 
-def fake_frame(rgb, depth, j):
+def fake_frame(rgb, depth, j, H=H, W=W):  # noqa: N803 (the frame size, as the module constants)
     """Frame j: (rgb uint8 (H, W, 3), disparity float px with holes as 0, baseline m, fx px, label ids)."""
     import cv2
 
@@ -81,7 +81,7 @@ def fake_frame(rgb, depth, j):
     return np.ascontiguousarray(img), disp, baseline, fx, ids
 
 
-def write_fake_cityscapes(root, counts):
+def write_fake_cityscapes(root, counts, size=(H, W)):
     """A Cityscapes tree under ``root`` with counts {split: frames}; returns the number of frames."""
     from bsrdata.sources.folder import write_png_atomic
     from bsrdata.stereo import encode_cityscapes_disparity
@@ -92,7 +92,7 @@ def write_fake_cityscapes(root, counts):
         for t in range(n):
             city = CITIES[split][t % len(CITIES[split])]
             key = f"{city}_{t:06d}_{19 + 7 * t:06d}"
-            img, disp, baseline, fx, ids = fake_frame(rgb, depth, j)
+            img, disp, baseline, fx, ids = fake_frame(rgb, depth, j, *size)
 
             def p(kind, suffix, split=split, city=city, key=key):
                 return os.path.join(root, kind, split, city, f"{key}_{suffix}")
@@ -121,6 +121,7 @@ def main(argv=None):
     ap.add_argument("--val", type=int, default=5)
     ap.add_argument("--test", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--size", default=f"{H}x{W}", help="Frame size HxW (smaller only to try the script).")
     ap.add_argument("--shard-size", type=int, default=4, help="Renderings per shard (small: the workers share "
                                                                "a small build evenly; 32 in a real build).")
     ap.add_argument("--work", default=None, help="Working folder (default: a temporary one, removed).")
@@ -137,11 +138,12 @@ def main(argv=None):
     plan = rec["plan"]
     work = a.work or tempfile.mkdtemp(prefix="bsr-bench-city-")
     own = a.work is None
-    res = {"size": [H, W], "workers": a.workers, "cpu_count": os.cpu_count()}
+    size = tuple(int(x) for x in a.size.lower().split("x"))
+    res = {"size": list(size), "workers": a.workers, "cpu_count": os.cpu_count()}
     try:
         t = time.perf_counter()
         counts = {"train": a.train, "val": a.val, "test": a.test}
-        res["frames"] = write_fake_cityscapes(os.path.join(work, "src"), counts)
+        res["frames"] = write_fake_cityscapes(os.path.join(work, "src"), counts, size)
         res["write_fake_tree_s"] = time.perf_counter() - t
         src = get_source("cityscapes", root=os.path.join(work, "src"), disparity="provided",
                          min_disp=rec["source"]["min_disp"], max_disp=rec["source"]["max_disp"])
@@ -183,7 +185,7 @@ def main(argv=None):
             "projected_full_bytes_gb": sum(full[k] * bytes_split[k] / max(1, count_split[k]) / 1e9
                                            for k in full if k in bytes_split),
         })
-        print(f"{n_r} renderings ({n_inv} invariant) of {res['frames']} frames at {W}x{H}, {a.workers} workers: "
+        print(f"{n_r} renderings ({n_inv} invariant) of {res['frames']} frames at {size[1]}x{size[0]}, {a.workers} workers: "
               f"{dt:.1f} s wall, {cpu:.1f} s CPU; {per_r:.2f} s wall and {cpu_r:.2f} s CPU per rendering; "
               f"peak RSS per worker {', '.join(f'{x:.0f}' for x in res['peak_rss_mb_per_worker'])} MB; "
               f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
