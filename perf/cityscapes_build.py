@@ -16,10 +16,10 @@ direct ×4) -> shards -> manifest, with ``--workers`` processes (default 2), and
   on 16 cores (CPU seconds per rendering / 16: an estimate assuming 16 workers scale linearly, as 1 → 2
   workers did for NYUv2, docs/pipeline.md).
 
-The split sizes default to train 15 / val 5 / test 10 (40 renderings, 35 % of them space-invariant like
-the recipe's 34 %). On a shared machine wall time depends on the other jobs: the load average is printed.
+The split sizes default to train 10 / val 5 / test 5 (20 frames, 25 renderings, 32 % of them
+space-invariant, the recipe's 34 %). On a shared machine wall time depends on the other jobs: the load average is printed.
 
-    python perf/cityscapes_build.py [--train 15 --val 5 --test 10] [--workers 2] [--json out.json]
+    python perf/cityscapes_build.py [--train 10 --val 5 --test 5] [--workers 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _scene():
     return left, depth_m
 
 
-def fake_frame(rgb, depth, j, H=H, W=W):  # noqa: N803 (the frame size, as the module constants)
+def fake_frame(rgb, depth, j, H=H, W=W):
     """Frame j: (rgb uint8 (H, W, 3), disparity float px with holes as 0, baseline m, fx px, label ids)."""
     import cv2
 
@@ -117,9 +117,9 @@ def _cpu():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", type=int, default=15)
+    ap.add_argument("--train", type=int, default=10)
     ap.add_argument("--val", type=int, default=5)
-    ap.add_argument("--test", type=int, default=10)
+    ap.add_argument("--test", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--size", default=f"{H}x{W}", help="Frame size HxW (smaller only to try the script).")
     ap.add_argument("--shard-size", type=int, default=4, help="Renderings per shard (small: the workers share "
@@ -185,7 +185,8 @@ def main(argv=None):
             "projected_full_bytes_gb": sum(full[k] * bytes_split[k] / max(1, count_split[k]) / 1e9
                                            for k in full if k in bytes_split),
         })
-        print(f"{n_r} renderings ({n_inv} invariant) of {res['frames']} frames at {size[1]}x{size[0]}, {a.workers} workers: "
+        print(f"{n_r} renderings ({n_inv} invariant) of {res['frames']} frames at {size[1]}x{size[0]}, "
+              f"{a.workers} workers: "
               f"{dt:.1f} s wall, {cpu:.1f} s CPU; {per_r:.2f} s wall and {cpu_r:.2f} s CPU per rendering; "
               f"peak RSS per worker {', '.join(f'{x:.0f}' for x in res['peak_rss_mb_per_worker'])} MB; "
               f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")

@@ -121,7 +121,6 @@ def contention(args, cases, k):
     import numba
 
     from bsrdata.render import render_layered
-    from bsrdata.render.layered import auto_threads
 
     n_all = numba.get_num_threads()
     frames = []
@@ -148,12 +147,12 @@ def contention(args, cases, k):
             ref = None
             for _ in range(args.repeat):
                 for mname, th in modes.items():  # alternating: each mode sees the same load drift
-                    if th is None:
-                        picks.append(auto_threads(n_all))
                     c = time.process_time()
                     t = time.perf_counter()
-                    out = render_layered(img, coc, m, near=near, threads=th)
+                    out, st = render_layered(img, coc, m, near=near, threads=th, return_stats=True)
                     dt, dc = time.perf_counter() - t, time.process_time() - c
+                    if th is None:
+                        picks.append(st["threads"])
                     best[mname] = (min(best[mname][0], dt), min(best[mname][1], dc))
                     if ref is None:
                         ref = out
@@ -201,7 +200,6 @@ def main(argv=None):
     from bsrdata.optics import sigma_from_coc
     from bsrdata.render import render_gather_points, render_layered
     from bsrdata.render.fill_compare import render_layered_compare
-    from bsrdata.render.layered import auto_threads
     from bsrdata.render.reference import layered_opencv
 
     # warm-up: compile (or load from the cache) every kernel on a tiny frame
@@ -226,9 +224,9 @@ def main(argv=None):
             coc, near, focus, n = camera(depth, spec["max_coc"], spec["layers"], args.seed + d,
                                          None if rank == "sampled" else float(rank))
             sigma = sigma_from_coc(coc)
-            picked = auto_threads(numba.get_num_threads())
             t_auto, (out, stats) = timeit(
                 lambda: render_layered(img, coc, spec["max_coc"], near=near, return_stats=True), args.repeat)
+            picked = stats["threads"]  # the automatic count of the last default run
             if nthr:
                 t_fast, _ = timeit(lambda: render_layered(img, coc, spec["max_coc"], near=near, threads=nthr),
                                    args.repeat)
@@ -271,8 +269,10 @@ def main(argv=None):
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end (shared machine); "
           f"best of {args.repeat} (numba) / 1 (straightforward) runs; seconds per frame as wall / process CPU; "
-          f"render_layered by default (automatic thread count), on {nthr} numba threads forced "
-          f"({numba.threading_layer() if nthr > 1 else 'no pool'}), and on 1")
+          "render_layered by default (automatic thread count), "
+          + (f"on {nthr} numba threads forced ({numba.threading_layer() if nthr > 1 else 'no pool'}), " if nthr
+             else "")
+          + "and on 1")
     print()
     cmp_col = f" layered, fill_solver={args.compare_solver} s (wall / cpu) |" if args.compare_solver else ""
     print(f"| frame | max_coc | layers | focus (m) | fill band px (sum over layers) | layered numba, default s "

@@ -366,7 +366,8 @@ def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step
         floor_colour: also zero the blurred colour where the blurred mask is floored (no overshoot).
         coc_step: CoC rounding step in px.
         return_stats: also return a dict (n_layers, band_pixels: fill-band pixels summed over layers,
-            cg_iterations: the fill's SOR sweeps in whole-band equivalents, summed over layers).
+            cg_iterations: the fill's SOR sweeps in whole-band equivalents, summed over layers, threads:
+            the numba threads used).
         fill_tol: the partial-occlusion fill's stopping tolerance (red-black SOR over the 8×8 tiles where
             the iterate still moves, float32): the largest Gauss-Seidel correction; None = 1e-5. The
             output error against the exact fill is about 3× this (≤ 3e-5 on the bench frames).
@@ -401,5 +402,6 @@ def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step
         if nt < prev_nt:
             numba.set_num_threads(prev_nt)
     if return_stats:
-        return out, {"n_layers": int(sigmas.size), "band_pixels": int(nband), "cg_iterations": int(niter)}
+        return out, {"n_layers": int(sigmas.size), "band_pixels": int(nband), "cg_iterations": int(niter),
+                     "threads": int(nt)}
     return out
