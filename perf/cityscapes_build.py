@@ -17,7 +17,8 @@ direct ×4) -> shards -> manifest, with ``--workers`` processes (default 2), and
   workers did for NYUv2, docs/pipeline.md).
 
 The split sizes default to train 10 / val 5 / test 5 (20 frames, 25 renderings, 32 % of them
-space-invariant, the recipe's 34 %). On a shared machine wall time depends on the other jobs: the load average is printed.
+space-invariant, the recipe's 34 %). On a shared machine wall time depends on the other jobs: the load
+average is printed.
 
     python perf/cityscapes_build.py [--train 10 --val 5 --test 5] [--workers 2] [--json out.json]
 """
@@ -147,8 +148,10 @@ def main(argv=None):
         res["write_fake_tree_s"] = time.perf_counter() - t
         src = get_source("cityscapes", root=os.path.join(work, "src"), disparity="provided",
                          min_disp=rec["source"]["min_disp"], max_disp=rec["source"]["max_disp"])
-        # warm up numba (compile / cache load) outside the timed run
-        build_dataset(src, os.path.join(work, "warm"), cfg, seed=rec["seed"], limit=1, shard_size=1,
+        # warm up numba (compile / cache load) outside the timed run, on a tiny tree of the same layout
+        write_fake_cityscapes(os.path.join(work, "tiny"), {"train": 1, "val": 1, "test": 1}, (128, 256))
+        build_dataset(get_source("cityscapes", root=os.path.join(work, "tiny"), disparity="provided"),
+                      os.path.join(work, "warm"), cfg, seed=rec["seed"], shard_size=1,
                       grouped=tuple(plan["grouped"]), n_groups=plan["n_groups"])
         out = os.path.join(work, "out")
         load0 = os.getloadavg()[0]
