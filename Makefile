@@ -28,6 +28,7 @@ demo: install
 perf: install
 	$(BIN)/python perf/render.py
 	$(BIN)/python perf/build.py
+	$(BIN)/python perf/cityscapes_build.py
 	$(BIN)/python perf/stereo.py
 
 # ruff (configured in pyproject.toml): pyflakes, pycodestyle, import order; fails on any finding.
