@@ -28,6 +28,7 @@ demo: install
 perf: install
 	$(BIN)/python perf/render.py
 	$(BIN)/python perf/build.py
+	$(BIN)/python perf/cityscapes_build.py
 	$(BIN)/python perf/stereo.py
 	$(BIN)/python perf/loader.py
 	$(BIN)/python perf/train.py

@@ -10,7 +10,8 @@ is kept, not re-rendered. Leftover ``.tmp<pid>`` files are never counted and are
 
 Slices: ``shard="K/N"`` builds the shards whose global index i (over all splits, in order) has
 i mod N == K − 1 and writes ``manifest-part-K-of-N.json`` instead of ``manifest.json``; :func:`merge`
-joins the parts. A part folder is never a complete dataset (no ``manifest.json``).
+joins the parts. A part folder is never a complete dataset (no ``manifest.json``). ``shard="auto"`` takes
+K/N from a SLURM job array or torchrun's RANK/WORLD_SIZE (:func:`shard_from_env`).
 """
 
 from __future__ import annotations
@@ -51,16 +52,75 @@ class ShardJob:
     build_id: str = ""
 
 
+_SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN")
+_TORCHRUN = ("RANK", "WORLD_SIZE")
+
+
+def _env_int(env, name):
+    text = env[name].strip()
+    if not re.fullmatch(r"-?\d+", text):
+        raise BsrError(f"--shard auto: {name}={env[name]!r} is not an integer")
+    return int(text)
+
+
+def shard_from_env(environ=None) -> tuple[int, int]:
+    """``--shard auto``: (K, N) from a SLURM job array or from torchrun-style ranks.
+
+    SLURM (``sbatch --array=A-B``, optionally ``:STEP``): K = (SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN)
+    / STEP + 1, N = SLURM_ARRAY_TASK_COUNT; the ids must be one evenly spaced range (checked against
+    SLURM_ARRAY_TASK_MAX and SLURM_ARRAY_TASK_STEP when set). torchrun: K = RANK + 1, N = WORLD_SIZE.
+    When both are set they must name the same slice. BsrError (one line) when neither is set, a variable
+    is missing or not an integer, or the values do not fit together."""
+    env = os.environ if environ is None else environ
+    found = {}
+    if any(v in env for v in _SLURM):
+        missing = [v for v in _SLURM if v not in env]
+        if missing:
+            raise BsrError(f"--shard auto: SLURM job array variables incomplete: {', '.join(missing)} not set")
+        tid, count, lo = (_env_int(env, v) for v in _SLURM)
+        step = _env_int(env, "SLURM_ARRAY_TASK_STEP") if "SLURM_ARRAY_TASK_STEP" in env else 1
+        if count < 1 or step < 1:
+            raise BsrError(f"--shard auto: SLURM_ARRAY_TASK_COUNT={count} / SLURM_ARRAY_TASK_STEP={step} must be >= 1")
+        if "SLURM_ARRAY_TASK_MAX" in env:
+            hi = _env_int(env, "SLURM_ARRAY_TASK_MAX")
+            if hi < lo or (hi - lo) % step or (hi - lo) // step + 1 != count:
+                raise BsrError(f"--shard auto: the SLURM array is not one evenly spaced range (ids {lo}..{hi} "
+                               f"step {step}, {count} tasks); use --array=0-{count - 1}")
+        off = tid - lo
+        if off < 0 or off % step or off // step >= count:
+            raise BsrError(f"--shard auto: SLURM_ARRAY_TASK_ID={tid} is not one of the {count} ids from "
+                           f"SLURM_ARRAY_TASK_MIN={lo} (step {step})")
+        found["SLURM job array"] = (off // step + 1, count)
+    if any(v in env for v in _TORCHRUN):
+        missing = [v for v in _TORCHRUN if v not in env]
+        if missing:
+            raise BsrError(f"--shard auto: torchrun variables incomplete: {', '.join(missing)} not set")
+        rank, world = (_env_int(env, v) for v in _TORCHRUN)
+        if world < 1 or not 0 <= rank < world:
+            raise BsrError(f"--shard auto: RANK={rank} must be in [0, WORLD_SIZE={world})")
+        found["RANK/WORLD_SIZE"] = (rank + 1, world)
+    if not found:
+        raise BsrError("--shard auto: no SLURM job array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT, "
+                       "SLURM_ARRAY_TASK_MIN) or torchrun ranks (RANK, WORLD_SIZE) in the environment; "
+                       "give --shard K/N")
+    if len(set(found.values())) > 1:
+        raise BsrError("--shard auto: the environment names two slices: "
+                       + ", ".join(f"{k} {a}/{b}" for k, (a, b) in found.items()))
+    return next(iter(found.values()))
+
+
 def parse_shard(spec) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N) with 1 ≤ K ≤ N; BsrError otherwise."""
+    """``"K/N"`` -> (K, N) with 1 ≤ K ≤ N; ``"auto"`` -> :func:`shard_from_env`; BsrError otherwise."""
     if spec is None:
         return 1, 1
     if isinstance(spec, tuple):
         k, n = spec
+    elif str(spec).strip().lower() == "auto":
+        return shard_from_env()
     else:
         mt = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
         if not mt:
-            raise BsrError(f"--shard: expected K/N (e.g. 2/8), got '{spec}'")
+            raise BsrError(f"--shard: expected K/N (e.g. 2/8) or auto, got '{spec}'")
         k, n = int(mt.group(1)), int(mt.group(2))
     if not (n >= 1 and 1 <= k <= n):
         raise BsrError(f"--shard: K/N needs 1 <= K <= N, got {k}/{n}")
@@ -490,6 +550,8 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
     }
     if frac != DEFAULT_INVARIANT_FRACTION:  # only then, so default builds keep byte-identical manifests
         manifest["invariant_fraction"] = str(frac)
+    if n_part > 1:  # the integer σ counts, so that merge computes the whole build's fractions exactly
+        manifest["summary"]["sigma_hist"] = dict(summary["sigma_hist"], counts=[int(x) for x in hist])
     write_json_atomic(mpath, manifest)
     append_build_log(out, {"event": "build", "manifest": mname, **{k: summary[k] for k in RUN_ONLY}})
     summary["manifest"] = mpath
@@ -669,25 +731,33 @@ def _merge_locked(out, parts) -> dict:
                            "a part is missing")
         new_splits[split] = dict(s, shards=lst, count=sum(sh["count"] for sh in lst))
     merged["splits"] = new_splits
-    hist = np.zeros(N_HIST)
-    tot = 0.0
-    for _, _, m in mans:
-        sm = m.get("summary", {})
-        fr = np.asarray(sm.get("sigma_hist", {}).get("fraction", np.zeros(N_HIST)), float)
-        w = sum(sh.get("count", 0) for s in m["splits"].values() for sh in s["shards"])
-        hist += fr * w
-        tot += w
+    counts = [m.get("summary", {}).get("sigma_hist", {}).get("counts") for _, _, m in mans]
+    if all(c is not None and len(c) == N_HIST for c in counts):
+        # exact: the fractions a one-machine build computes (then merged == whole build, byte for byte)
+        hist = np.sum([np.asarray(c, dtype=np.int64) for c in counts], axis=0)
+        tot = max(1, int(hist.sum()))
+    else:  # parts written before the counts were recorded: fractions weighted by renderings
+        hist = np.zeros(N_HIST)
+        tot = 0.0
+        for _, _, m in mans:
+            sm = m.get("summary", {})
+            fr = np.asarray(sm.get("sigma_hist", {}).get("fraction", np.zeros(N_HIST)), float)
+            w = sum(sh.get("count", 0) for s in m["splits"].values() for sh in s["shards"])
+            hist += fr * w
+            tot += w
     summary = dict(ref.get("summary", {}))
     # per-split shard counts and the rendered/kept tallies are the parts' sums, not part 1's
     summary["splits"] = {s: dict((summary.get("splits") or {}).get(s, {}), shards=len(v["shards"]),
                                  stored=v["count"]) for s, v in new_splits.items()}
     for k in RUN_ONLY:
         summary.pop(k, None)  # older part manifests carried them
-    summary["sigma_hist"] = dict(summary.get("sigma_hist", {}), fraction=[float(x) for x in hist / max(tot, 1)])
-    summary["merged_parts"] = len(mans)
+    sigma_hist = {k: v for k, v in summary.get("sigma_hist", {}).items() if k != "counts"}
+    summary["sigma_hist"] = dict(sigma_hist, fraction=[float(x) for x in hist / max(tot, 1)])
+    summary.pop("merged_parts", None)  # older merges recorded it here; it is a fact of the run (build log)
     merged["summary"] = summary
     write_manifest(out, merged)
-    append_build_log(out, {"event": "merge", "manifest": NAME, "parts": [mp_ for _, mp_, _ in mans]})
+    append_build_log(out, {"event": "merge", "manifest": NAME, "merged_parts": len(mans),
+                           "parts": [mp_ for _, mp_, _ in mans]})
     return merged
 
 

@@ -30,7 +30,8 @@ def _common(f):
         click.option("--floor-colour/--no-floor-colour", default=None,
                      help="Layered: zero the colour where the blurred mask is floored (no overshoot)."),
         click.option("--shard", "shard", default="1/1", show_default=True,
-                     help="Build only slice K/N (merge slices with `bsr merge`)."),
+                     help="Build only slice K/N (merge slices with `bsr merge`); auto = K/N from a SLURM job "
+                          "array (SLURM_ARRAY_TASK_ID/_COUNT/_MIN) or torchrun's RANK/WORLD_SIZE."),
         click.option("--shard-size", default=None, type=int,
                      help="Renderings per shard file (default 32; demo 16)."),
         click.option("--with-depth", is_flag=True, help="Also store depth (metres)."),
@@ -65,6 +66,10 @@ def _run(source, kw, *, recipe=None, base_cfg=None, default_seed=0, source_files
                floor_colour=kw["floor_colour"])
     seed = default_seed if kw["seed"] is None else kw["seed"]
     shard_size = 32 if kw["shard_size"] is None else kw["shard_size"]  # 0 is refused, not read as "default"
+    if str(kw["shard"]).strip().lower() == "auto":
+        from bsrdata.build import shard_from_env
+
+        kw["shard"] = "{}/{}".format(*shard_from_env())  # resolved once: the bar and the lock name the slice
     check_build_options(workers=kw["workers"], shard_size=shard_size, limit=kw["limit"], shard=kw["shard"],
                         n_groups=n_groups, seed=seed)
     from bsrdata.plan import invariant_fraction

@@ -14,5 +14,5 @@ def merge(out, parts):
 
     m = do_merge(out, list(parts))
     n = sum(len(s["shards"]) for s in m["splits"].values())
-    click.echo(f"merged {m['summary'].get('merged_parts', len(parts))} part(s) into {out}: {n} shards, "
+    click.echo(f"merged {len(parts)} part folder(s) into {out}: {n} shards, "
                + ", ".join(f"{k} {v['count']}" for k, v in m["splits"].items()))

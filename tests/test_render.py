@@ -308,18 +308,56 @@ def test_threads_give_bit_identical_output(tmp_path):
     assert same == "1"
 
 
-def test_render_threads_default():
-    from bsrdata.render import set_render_threads
+def test_render_threads_default(monkeypatch):
+    from bsrdata.render import layered, set_render_threads
     from bsrdata.render.layered import _resolve_threads
 
     prev = set_render_threads(1)
     try:
         assert _resolve_threads(None) == 1
         assert _resolve_threads(3) == min(3, __import__("numba").config.NUMBA_NUM_THREADS)
-        set_render_threads(None)
+        set_render_threads(None)  # automatic: numba's count on an idle machine, one thread on a busy one
+        monkeypatch.setattr(layered, "_running_total", lambda: 1)
         assert _resolve_threads(None) == __import__("numba").get_num_threads()
+        monkeypatch.setattr(layered, "_running_total", lambda: 64)
+        monkeypatch.setattr(layered, "_running_here", lambda: 1)
+        assert _resolve_threads(None) == 1
+        assert _resolve_threads(2) == min(2, __import__("numba").config.NUMBA_NUM_THREADS)  # explicit: kept
     finally:
         set_render_threads(prev)
+
+
+@pytest.mark.parametrize("cpus, total, here, n_max, want", [
+    (2, 1, 1, 2, 2),      # idle: only this reader runs
+    (2, 2, 1, 2, 1),      # one other process runs: one core left
+    (2, 3, 3, 2, 2),      # the runnable threads are this process's own (numba workers still spinning)
+    (2, 6, 1, 2, 1),      # load ~5 on 2 cores
+    (16, 5, 1, 16, 12),   # 4 foreign threads on 16 cores: 12 left
+    (16, 40, 2, 8, 1),
+    (16, 1, 1, 8, 8),
+])
+def test_auto_threads_follow_the_load(monkeypatch, cpus, total, here, n_max, want):
+    import os
+
+    from bsrdata.render import layered
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(layered, "_running_total", lambda: total)
+    monkeypatch.setattr(layered, "_running_here", lambda: here)
+    assert layered.auto_threads(n_max) == want
+
+
+def test_auto_threads_reads_proc(monkeypatch):
+    import os
+
+    from bsrdata.render import layered
+
+    if os.path.exists("/proc/loadavg"):
+        assert layered._running_total() >= 1 and layered._running_here() >= 1
+    assert 1 <= layered.auto_threads(4) <= 4
+    monkeypatch.setattr(layered, "_running_total", lambda: None)  # no /proc: the 1-minute load average
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 7.0, 7.0))
+    assert layered.auto_threads(4) == 1
 
 
 _CACHE_SCRIPT = """

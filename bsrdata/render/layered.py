@@ -27,6 +27,8 @@ sources (:mod:`bsrdata.render.kernel_cache`).
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 
@@ -279,18 +281,73 @@ _DEFAULT_THREADS = [None]
 
 
 def set_render_threads(n):
-    """Process-wide default for ``render_layered(threads=None)``: None = numba's thread count, 1 = never
-    start numba's thread pool (what build workers use: processes already fill the cores, and a process
-    whose GNU OpenMP pool has started cannot safely fork). Returns the previous default."""
+    """Process-wide default for ``render_layered(threads=None)``: None = automatic (numba's thread count,
+    cut to the cores not taken by other running processes, :func:`auto_threads`), 1 = never start numba's
+    thread pool (what build workers use: processes already fill the cores, and a process whose GNU OpenMP
+    pool has started cannot safely fork). Returns the previous default."""
     prev = _DEFAULT_THREADS[0]
     _DEFAULT_THREADS[0] = None if n is None else max(1, int(n))
     return prev
 
 
+def _running_total():
+    """Runnable threads on the machine right now (/proc/loadavg's fourth field, this reader included);
+    None where it cannot be read."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _running_here():
+    """This process's threads in state R (the reader itself and, just after a threaded render, numba's
+    workers still spinning at their barrier), at least 1."""
+    own = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if stat[stat.rindex(")") + 2:][:1] == "R":
+            own += 1
+    return max(1, own)
+
+
+def auto_threads(n_max):
+    """Threads for an automatic render: at most ``n_max`` and no more than the cores that other processes'
+    running threads leave free (at least 1), read at the call from /proc (the 1-minute load average where
+    /proc is not readable). On a busy machine a thread that waits for a core stalls every one of the
+    renderer's many short parallel regions at its barrier (2 threads took 2–6× longer than 1 at load ~5
+    on 2 cores, docs/render.md), so the renderer then runs on one thread."""
+    n_max = max(1, int(n_max))
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        ncpu = os.cpu_count() or 1
+    total = _running_total()
+    if total is None:
+        try:
+            others = int(os.getloadavg()[0])  # includes this process when it has been busy: conservative
+        except OSError:
+            others = 0
+    elif ncpu - (total - 1) >= n_max:  # enough free cores even if every other runnable thread is foreign
+        return n_max
+    else:
+        others = max(0, total - _running_here())
+    return max(1, min(n_max, ncpu - others))
+
+
 def _resolve_threads(threads):
     t = _DEFAULT_THREADS[0] if threads is None else threads
     if t is None:
-        return numba.get_num_threads()
+        n = auto_threads(numba.config.NUMBA_NUM_THREADS)  # 1 on a busy machine: numba's pool is not touched
+        return n if n == 1 else min(n, numba.get_num_threads())
     return max(1, min(int(t), numba.config.NUMBA_NUM_THREADS))
 
 
@@ -309,7 +366,8 @@ def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step
         floor_colour: also zero the blurred colour where the blurred mask is floored (no overshoot).
         coc_step: CoC rounding step in px.
         return_stats: also return a dict (n_layers, band_pixels: fill-band pixels summed over layers,
-            cg_iterations: the fill's SOR sweeps in whole-band equivalents, summed over layers).
+            cg_iterations: the fill's SOR sweeps in whole-band equivalents, summed over layers, threads:
+            the numba threads used).
         fill_tol: the partial-occlusion fill's stopping tolerance (red-black SOR over the 8×8 tiles where
             the iterate still moves, float32): the largest Gauss-Seidel correction; None = 1e-5. The
             output error against the exact fill is about 3× this (≤ 3e-5 on the bench frames).
@@ -318,7 +376,9 @@ def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step
             than a fixed 1.75 on the fill-heaviest NYUv2 bench frame, 73 % on a Cityscapes one).
         threads: numba threads for the band search, the fill's set-up and its sweeps (the work is split
             so that the result is bit-identical for any count); None = the process default
-            (:func:`set_render_threads`, else numba's thread count), 1 = no thread pool at all.
+            (:func:`set_render_threads`), else automatic: numba's thread count cut to the cores that other
+            running processes leave free, read at the call (:func:`auto_threads`; one thread on a busy
+            machine); 1 = no thread pool at all.
 
     Returns:
         float32 (H, W, 3) in [0, 1] (clipped, as SYNDOF writes it).
@@ -331,9 +391,17 @@ def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step
     nt = _resolve_threads(threads)
     if fill_tol is None:
         fill_tol = FILL_TOL_SOR
-    out, nband, niter = _render(a, order, starts, sigmas, gtab, rts, rbs, bool(floor_colour), ALPHA_FLOOR,
-                                BAND_FLOOR, float(fill_tol), 100000, -1.0 if fill_omega is None else float(fill_omega),
-                                nt)
+    prev_nt = numba.get_num_threads() if nt > 1 else 1
+    if nt < prev_nt:
+        numba.set_num_threads(nt)  # the parallel regions run on nt threads (the split depends only on nt)
+    try:
+        out, nband, niter = _render(a, order, starts, sigmas, gtab, rts, rbs, bool(floor_colour), ALPHA_FLOOR,
+                                    BAND_FLOOR, float(fill_tol), 100000,
+                                    -1.0 if fill_omega is None else float(fill_omega), nt)
+    finally:
+        if nt < prev_nt:
+            numba.set_num_threads(prev_nt)
     if return_stats:
-        return out, {"n_layers": int(sigmas.size), "band_pixels": int(nband), "cg_iterations": int(niter)}
+        return out, {"n_layers": int(sigmas.size), "band_pixels": int(nband), "cg_iterations": int(niter),
+                     "threads": int(nt)}
     return out
