@@ -29,6 +29,7 @@ for _name, _target in (
     ("eval", "bsrdata.cli.evaluate:evaluate"),
     ("bench", "bsrdata.cli.bench:bench"),
     ("sr", "bsrdata.cli.sr:sr"),
+    ("convert", "bsrdata.cli.convert:convert"),
 ):
     COMMANDS.declare(_name, _target)
 del _name, _target

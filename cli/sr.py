@@ -76,6 +76,6 @@ def sr(images, ckpt, cmos_ckpt, out_dir, device, sigma_max):
         _save(Image.fromarray(sr_img), os.path.join(out_dir, f"{stem}_sr.png"))
         _save(Image.fromarray(blur_colour(sigma, sigma_max)), os.path.join(out_dir, f"{stem}_blur.png"))
         if out.get("seg") is not None:
-            _save(seg_image(out["seg"][0].cpu().numpy()), os.path.join(out_dir, f"{stem}_seg.png"))
+            _save(seg_image(out["seg"][0].argmax(0).cpu().numpy()), os.path.join(out_dir, f"{stem}_seg.png"))
         click.echo(f"{p}: {rgb.shape[1]}x{rgb.shape[0]} -> {sr_img.shape[1]}x{sr_img.shape[0]}, "
                    f"sigma {float(sigma.min()):.2f}..{float(sigma.max()):.2f} px -> {out_dir}/{stem}_*.png")
