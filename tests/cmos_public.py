@@ -37,7 +37,7 @@ def keys(kind: str) -> dict:
     if kind.startswith("blind_sr_"):
         return {**keys("cmos_" + kind.rsplit("_", 1)[1]), **keys("rrdb_sft")}
     if kind == "cmos_19":
-        return {k: f["cmos_19_differs"].get(k, v) for k, v in keys("cmos_40").items()}
+        return {k: tuple(f["cmos_19_differs"].get(k, v)) for k, v in keys("cmos_40").items()}
     return {k: tuple(v) for k, v in f[kind]}
 
 

@@ -160,10 +160,15 @@ def _write_public(path, kind, seed=5, prefix="", drop=None, extra=None):
     return state
 
 
-def _run(argv):
+def _run(argv) -> int:
+    """Exit status of ``bsr ARGV`` run in this process."""
     from bsrdata.cli.main import main
 
-    return main(argv)
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return exc.code or 0
+    return 0
 
 
 @pytest.mark.parametrize("arch,kind", [("rrdb_sft", "rrdb_sft"), ("cmos", "cmos_19")])
@@ -172,7 +177,7 @@ def test_convert_round_trip(tmp_path, capsys, arch, kind):
     n = 19 if kind == "cmos_19" else 40
     state = _write_public(src, kind, prefix="module.")  # DataParallel prefix stripped
     out = tmp_path / "ckpt"
-    assert _run(["convert", str(src), "--arch", arch, "--num-classes", str(n), "--out", str(out)]) in (0, None)
+    assert _run(["convert", str(src), "--arch", arch, "--num-classes", str(n), "--out", str(out)]) == 0
     assert "tensors ->" in capsys.readouterr().out
     model, cfg = checkpoint.load(out)
     assert cfg["arch"] == arch and cfg["window_merge"] == "legacy"
@@ -187,6 +192,12 @@ def test_convert_round_trip(tmp_path, capsys, arch, kind):
         with torch.no_grad():
             o = model(torch.rand(1, 3, 8, 11))
         assert set(o) == {"blur", "seg", "aux_blur", "aux_seg"} and o["seg"].shape == (1, 19, 32, 44)
+        # stage 3 takes the converted folder as its CMOS (init.cmos_ckpt)
+        from bsrdata.models.engine.task import get_task
+
+        task = get_task("blind")
+        cfg = task.resolve(task.config({"task": "blind", "init": {"cmos_ckpt": str(out)}}))
+        assert cfg["model"]["num_classes"] == 19 and cfg["model"]["cmos_kw"] == {"window_merge": "legacy"}
     else:
         assert model.fuse.spatial.window_merge == "legacy"
 
@@ -195,8 +206,8 @@ def test_convert_fixed_merge_and_blind_mapping(tmp_path):
     src = tmp_path / "sr.pth"
     _write_public(src, "rrdb_sft")
     out = tmp_path / "fixed"
-    _run(["convert", str(src), "--arch", "rrdb_sft", "--num-classes", "40", "--out", str(out),
-          "--window-merge", "fixed"])
+    assert _run(["convert", str(src), "--arch", "rrdb_sft", "--num-classes", "40", "--out", str(out),
+                 "--window-merge", "fixed"]) == 0
     model, cfg = checkpoint.load(out)
     assert cfg["window_merge"] == "fixed" and model.fuse.spatial.window_merge == "fixed"
     # a BlindSR file: the RRDB names without prefix plus cmos.* (mapped without a file: 25 M parameters)
@@ -227,21 +238,20 @@ def test_convert_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path, caps
         _write_public(src, "cmos_19")
         argv = ["--arch", "cmos", "--num-classes", "40"]
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as exc:
-        _run(["convert", str(src), *argv, "--out", str(out)])
-    assert exc.value.code == 1
+    assert _run(["convert", str(src), *argv, "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("bsr: error: ") and "\n" not in err and match in err, err
     assert not os.path.exists(out) and os.listdir(tmp_path) == ["bad.pth"]
 
 
-def test_convert_refuses_pickled_objects(tmp_path, capsys):
-    import collections
+class _Pickled:
+    """An arbitrary object: ``torch.load(weights_only=True)`` refuses to unpickle it."""
 
+
+def test_convert_refuses_pickled_objects(tmp_path, capsys):
     src = tmp_path / "obj.pth"
-    torch.save({"net": collections.Counter(a=1)}, src)  # not loadable with weights_only
-    with pytest.raises(SystemExit):
-        _run(["convert", str(src), "--arch", "cmos", "--num-classes", "40", "--out", str(tmp_path / "o")])
+    torch.save({"net": _Pickled()}, src)
+    assert _run(["convert", str(src), "--arch", "cmos", "--num-classes", "40", "--out", str(tmp_path / "o")]) == 1
     assert "cannot read weights" in capsys.readouterr().err
     with pytest.raises(BsrError, match="--num-classes"):
         from bsrdata.models.convert_public import convert
