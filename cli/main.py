@@ -30,6 +30,7 @@ for _name, _target in (
     ("bench", "bsrdata.cli.bench:bench"),
     ("sr", "bsrdata.cli.sr:sr"),
     ("info", "bsrdata.cli.info:info"),
+    ("convert", "bsrdata.cli.convert:convert"),
 ):
     COMMANDS.declare(_name, _target)
 del _name, _target

@@ -104,6 +104,6 @@ def sr(images, ckpt, cmos_ckpt, out_dir, device, sigma_max):
         if warning:
             click.echo(f"bsr sr: warning: {warning}", err=True)
         if out.get("seg") is not None:
-            _save(seg_image(out["seg"][0].cpu().numpy()), os.path.join(out_dir, f"{stem}_seg.png"))
+            _save(seg_image(out["seg"][0].argmax(0).cpu().numpy()), os.path.join(out_dir, f"{stem}_seg.png"))
         click.echo(f"{p}: {rgb.shape[1]}x{rgb.shape[0]} -> {sr_img.shape[1]}x{sr_img.shape[0]}, "
                    f"sigma {float(sigma.min()):.2f}..{float(sigma.max()):.2f} px -> {out_dir}/{stem}_*.png")

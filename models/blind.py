@@ -2,8 +2,9 @@
 
 ``BlindSR(num_classes=40, cmos="cmos", sr="rrdb_sft", cmos_kw=None, sr_kw=None, freeze_cmos=True)``.
 Forward ``model(lr)`` with lr float (N, 3, h, w) RGB in [0, 1] returns
-``{"sr": (N, 3, 4h, 4w) RGB (not clamped), "blur": (N, 1, 4h, 4w) σ in HR px (clamped at 0),
-"seg": (N, 4h, 4w) int64 argmax class or None}``.
+``{"sr": (N, 3, 4h, 4w) RGB (not clamped), "blur": (N, 1, 4h, 4w) σ in HR px (not clamped, as the authors'
+code; ``clamp_blur=True`` clamps it at 0 before it reaches the SR network), "seg": (N, C, 4h, 4w) CMOS logits
+or None}``. The SR network receives the argmax class index (the first maximum on ties).
 
 With ``freeze_cmos`` (stage 3) the CMOS parameters do not train and the CMOS stays in eval mode (BatchNorm
 uses its running statistics and does not update them) even when the chain is put in training mode; its
@@ -21,7 +22,7 @@ from bsrdata.models.registry import create_model, register_model
 
 class BlindSR(nn.Module):
     def __init__(self, num_classes: int = 40, cmos="cmos", sr="rrdb_sft", cmos_kw: dict | None = None,
-                 sr_kw: dict | None = None, freeze_cmos: bool = True):
+                 sr_kw: dict | None = None, freeze_cmos: bool = True, clamp_blur: bool = False):
         """``cmos`` / ``sr``: registry names (built with ``*_kw``) or already built networks."""
         super().__init__()
         self.num_classes = int(num_classes)
@@ -35,6 +36,7 @@ class BlindSR(nn.Module):
                                                                                    num_classes):
             raise ValueError("blind_sr: the CMOS and the SR network have different class counts")
         self.freeze_cmos = bool(freeze_cmos)
+        self.clamp_blur = bool(clamp_blur)
         if self.freeze_cmos:
             for p in self.cmos.parameters():
                 p.requires_grad_(False)
@@ -47,16 +49,18 @@ class BlindSR(nn.Module):
         return self
 
     def estimate(self, lr: torch.Tensor):
-        """CMOS estimates: σ (N, 1, 4h, 4w) clamped at 0, and argmax segmentation (N, 4h, 4w) or None."""
+        """CMOS estimates: σ (N, 1, 4h, 4w) (clamped at 0 with ``clamp_blur``) and the segmentation logits
+        (N, C, 4h, 4w) or None."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_cmos):
             out = self.cmos(lr)
-        blur = out["blur"].clamp(min=0)
-        seg = out["seg"].argmax(1) if (self.uses_seg and "seg" in out) else None
+        blur = out["blur"].clamp(min=0) if self.clamp_blur else out["blur"]
+        seg = out["seg"] if (self.uses_seg and "seg" in out) else None
         return blur, seg
 
     def forward(self, lr: torch.Tensor) -> dict:
         blur, seg = self.estimate(lr)
-        return {"sr": self.sr(lr, blur, seg), "blur": blur, "seg": seg}
+        idx = seg.argmax(1) if seg is not None else None
+        return {"sr": self.sr(lr, blur, idx), "blur": blur, "seg": seg}
 
 
 @register_model("blind_sr")

@@ -35,6 +35,30 @@ class ConvBNAct(nn.Sequential):
         )
 
 
+class ConvNormAct(nn.Module):
+    """k×k convolution (no bias, padding k//2) -> BatchNorm2d -> optional LeakyReLU(0.01).
+
+    Attributes ``conv``, ``bn`` (and ``act``), the layout of the CMOS paper's GIA blocks (docs/cmos.md).
+    Initialised as the public CMOS code initialises these blocks: conv weight kaiming-normal (fan_out,
+    leaky_relu a = 0.01 with the activation, relu without), BN weight 1, bias 0.
+    """
+
+    def __init__(self, cin: int, cout: int, k: int = 3, act: bool = True, momentum: float = BN_MOMENTUM):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout, momentum=momentum)
+        self.act = nn.LeakyReLU(0.01, inplace=True) if act else nn.Identity()
+        if act:
+            nn.init.kaiming_normal_(self.conv.weight, a=0.01, mode="fan_out", nonlinearity="leaky_relu")
+        else:
+            nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.ones_(self.bn.weight)
+        nn.init.zeros_(self.bn.bias)
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
 class BasicBlock(nn.Module):
     """Two 3×3 conv-BN layers with a residual connection (ResNet basic block), expansion 1.
 
@@ -43,12 +67,13 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 momentum: float = BN_MOMENTUM):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes, momentum=BN_MOMENTUM)
+        self.bn1 = nn.BatchNorm2d(planes, momentum=momentum)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes, momentum=BN_MOMENTUM)
+        self.bn2 = nn.BatchNorm2d(planes, momentum=momentum)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -64,14 +89,15 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 momentum: float = BN_MOMENTUM):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes, momentum=BN_MOMENTUM)
+        self.bn1 = nn.BatchNorm2d(planes, momentum=momentum)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes, momentum=BN_MOMENTUM)
+        self.bn2 = nn.BatchNorm2d(planes, momentum=momentum)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4, momentum=BN_MOMENTUM)
+        self.bn3 = nn.BatchNorm2d(planes * 4, momentum=momentum)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -83,14 +109,15 @@ class Bottleneck(nn.Module):
         return self.relu(out + res)
 
 
-def make_layer(block, inplanes: int, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+def make_layer(block, inplanes: int, planes: int, blocks: int, stride: int = 1,
+               momentum: float = BN_MOMENTUM) -> nn.Sequential:
     """``blocks`` residual blocks; the first gets a 1×1 conv-BN shortcut when shape changes."""
     downsample = None
     if stride != 1 or inplanes != planes * block.expansion:
         downsample = nn.Sequential(
             nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
-            nn.BatchNorm2d(planes * block.expansion, momentum=BN_MOMENTUM),
+            nn.BatchNorm2d(planes * block.expansion, momentum=momentum),
         )
-    layers = [block(inplanes, planes, stride, downsample)]
-    layers += [block(planes * block.expansion, planes) for _ in range(1, blocks)]
+    layers = [block(inplanes, planes, stride, downsample, momentum=momentum)]
+    layers += [block(planes * block.expansion, planes, momentum=momentum) for _ in range(1, blocks)]
     return nn.Sequential(*layers)

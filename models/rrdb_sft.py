@@ -9,17 +9,20 @@ PixelShuffle(s). SFT: concat(feature, prior) -> two branches 3×3 conv (-> ``sft
 3×3 conv (-> nf); γ = sigmoid(branch 1), β = branch 2; out = feat·γ + β.
 
 Inputs: ``lr`` float (N, 3, h, w) RGB in [0, 1] (not normalised); ``blur`` float (N, 1, s·h, s·w) σ in HR
-pixels; ``seg`` integer (N, s·h, s·w) or (N, 1, s·h, s·w) class indices with 255 = void. The class index is
-fed as ``index / num_classes`` (void -> 1.0), a linear rescaling of the index channel so that it is on the
-same order as the other inputs. Output: float (N, 3, s·h, s·w), RGB, not clamped.
+pixels; ``seg`` integer (N, s·h, s·w) or (N, 1, s·h, s·w) class indices with 255 = void. ``seg_input``:
+``"index"`` (default, the authors' code) feeds the raw class index as a float with 255.0 at void;
+``"scaled"`` (our earlier choice) feeds ``index / num_classes`` with void -> 1.0, keeping the channel on the
+order of the other inputs. Output: float (N, 3, s·h, s·w), RGB, not clamped.
+Initialisation as the authors' code: the 5 convs of every dense block kaiming-normal (fan_in) × 0.1, bias 0;
+the GIA's conv-BN blocks as in :mod:`bsrdata.models.gia`; everything else PyTorch's defaults.
 
 ``img_residual`` ("bicubic" / "bilinear", default None = the paper's network) adds the interpolated LR to the
 output (the last conv starts at zero, so the untrained network returns the interpolation), and the trunk
 learns a correction; it adds no parameters and makes short CPU runs (small configs,
 the demo) start from an interpolated image instead of from noise.
 
-Parameter count (defaults, 40 classes): 8,850,128 (8.85 M, -1.2 % from the paper's 8.96 M; the GIA is
-480,352 of it). ``rrdb_sft_noseg`` (Table 6, blur prior only, no GIA): 8,369,136.
+Parameter count (defaults, any class count): 8,960,592, equal to the authors' network (the GIA is 590,816
+of it). ``rrdb_sft_noseg`` (Table 6, blur prior only, no GIA): 8,369,136.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ class DenseBlock(nn.Module):
         self.convs = nn.ModuleList(
             [nn.Conv2d(nf + i * gc, gc, 3, padding=1) for i in range(4)] + [nn.Conv2d(nf + 4 * gc, nf, 3, padding=1)]
         )
+        for conv in self.convs:
+            nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
         self.act = _lrelu()
 
     def forward(self, x):
@@ -85,8 +92,12 @@ class RRDBSFT(nn.Module):
 
     def __init__(self, num_classes: int = 40, nf: int = 64, nb: int = 10, gc: int = 32, prior_ch: int = 64,
                  sft_hidden: int = 32, scale: int = 4, use_seg: bool = True, gia_groups: int = 8,
-                 gia_window=(15, 20), fusion: str = "gia", img_residual: str | None = None):
+                 gia_window=(15, 20), fusion: str = "gia", img_residual: str | None = None,
+                 seg_input: str = "index", window_merge: str = "fixed"):
         super().__init__()
+        if seg_input not in ("index", "scaled"):
+            raise ValueError(f"seg_input must be 'index' or 'scaled', not {seg_input!r}")
+        self.seg_input = seg_input
         if fusion not in ("gia", "sum"):
             raise ValueError(f"fusion must be 'gia' or 'sum', not {fusion!r}")
         if img_residual not in (None, "bicubic", "bilinear"):
@@ -102,7 +113,8 @@ class RRDBSFT(nn.Module):
             if fusion == "gia":
                 from bsrdata.models.gia import GIA
 
-                self.fuse = GIA(prior_ch, prior_ch, prior_ch, gia_groups, window=tuple(gia_window), output="sum")
+                self.fuse = GIA(prior_ch, prior_ch, gia_groups, window=tuple(gia_window), output="sum",
+                                window_merge=window_merge)
         self.conv_first = nn.Conv2d(3, nf, 3, padding=1)
         self.blocks = nn.ModuleList([SFTRRDB(nf, gc, prior_ch, sft_hidden) for _ in range(nb)])
         self.conv_trunk = nn.Conv2d(nf, nf, 3, padding=1)
@@ -113,9 +125,12 @@ class RRDBSFT(nn.Module):
             nn.init.zeros_(self.upconv.bias)
 
     def seg_channel(self, seg: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-        """Class indices (N, H, W) or (N, 1, H, W), 255 = void -> float (N, 1, H, W) = index / num_classes."""
+        """Class indices (N, H, W) or (N, 1, H, W), 255 = void -> float (N, 1, H, W): the index itself (255.0 at
+        void, ``seg_input="index"``) or index / num_classes (void -> 1.0, ``"scaled"``)."""
         if seg.dim() == 3:
             seg = seg.unsqueeze(1)
+        if self.seg_input == "index":
+            return seg.to(dtype)
         s = seg.long()
         s = torch.where(s == IGNORE_INDEX, torch.full_like(s, self.num_classes), s)
         return s.to(dtype) / float(self.num_classes)

@@ -37,7 +37,7 @@ TINY = {
     "rrdb_sft_noseg": ({"num_classes": 3, **SR_KW}, lambda: (_lr(), torch.rand(2, 1, 32, 32) * 3), {}, (2, 3, 32, 32)),
     "blind_sr": ({"num_classes": 3, "cmos_kw": {k: v for k, v in CMOS_KW.items() if k != "num_classes"},
                   "sr_kw": SR_KW}, lambda: (_lr(),), {},
-                 {"sr": (2, 3, 32, 32), "blur": (2, 1, 32, 32), "seg": (2, 32, 32)}),
+                 {"sr": (2, 3, 32, 32), "blur": (2, 1, 32, 32), "seg": (2, 3, 32, 32)}),
     # CREStereo's widths are fixed by the public checkpoint; inputs must be multiples of 16. return_all: the
     # training loss is over every iteration's prediction -- the last one alone gives no gradient to the
     # 1/16 and 1/8 levels (conv_offset_16/8, self_att_fn, cross_att_fn), whose flow is detached between levels.
@@ -54,6 +54,11 @@ GRAD_MAY_BE_ZERO = {
     "blind_sr": "the SR inputs are the frozen untrained CMOS's estimates (nearly constant maps, one class), which "
                 "the GIA BatchNorms can cancel; rrdb_sft checks the same SR network with varied inputs",
 }
+
+
+# Parameters whose gradient may be exactly zero in a tiny network: the GIA channel MLPs end in a ReLU (as the
+# public code), which can be off for every channel of a 2-5 channel GIA; tests/test_gia.py checks the branch.
+DEAD_RELU_OK = ".channel.mlp"
 
 
 def _is_test_helper(name):
@@ -99,7 +104,7 @@ def test_forward_shapes(name):
     assert _shapes(out) == (expected if not isinstance(expected, list) else [tuple(s) for s in expected])
     assert all(torch.isfinite(t).all() for t in _tensors(out))
     if name == "blind_sr":
-        assert out["seg"].dtype == torch.int64
+        assert out["seg"].is_floating_point()  # the CMOS logits; the SR network gets their argmax
 
 
 def _backward(model, x, fwd):
@@ -122,7 +127,7 @@ def test_every_parameter_gets_a_gradient(name):
             assert not p.requires_grad and p.grad is None, n
         else:
             assert p.requires_grad and p.grad is not None, f"{name}: {n} gets no gradient"
-    # 2) zero-initialised gates (GIA α/β, the last conv of the GIA flow predictor) block the gradient of the
+    # 2) zero-initialised gates (the GIA's scalar c, s) block the gradient of the
     #    layers before them at initialisation, so jitter the weights and require non-zero gradients
     if name in GRAD_MAY_BE_ZERO:
         return
@@ -130,7 +135,8 @@ def test_every_parameter_gets_a_gradient(name):
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     _backward(model, x, fwd)
-    zero = [n for n, p in model.named_parameters() if p.requires_grad and not p.grad.abs().sum() > 0]
+    zero = [n for n, p in model.named_parameters() if p.requires_grad and not p.grad.abs().sum() > 0
+            and DEAD_RELU_OK not in n]
     assert zero == [], f"{name}: zero gradient for {zero[:5]} ({len(zero)})"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 

@@ -18,10 +18,10 @@ def _hand_count(nf=64, gc=32, nb=10, pc=64, hid=32, scale=4):
     return conv(1, pc) + conv(3, nf) + nb * (sft + 3 * dense) + conv(nf, nf) + conv(nf, 3 * scale * scale)
 
 
-def test_param_count_matches_paper_within_3_percent():
+def test_param_count_equals_the_public_network():
     m = create_model("rrdb_sft", num_classes=40)
     n = _count(m)
-    assert abs(n - 8.96e6) / 8.96e6 < 0.03
+    assert n == 8_960_592 and _count(m.fuse) == 590_816
     # everything but the fusion GIA follows the architecture exactly
     n_gia = _count(m.fuse)
     assert n - n_gia == _hand_count() + (1 * 64 * 9 + 64)  # + the segmentation prior conv
@@ -58,13 +58,17 @@ def test_backward_trains_all_parameters():
     out = m(lr, torch.rand(2, 1, 32, 32), torch.randint(0, 4, (2, 32, 32)))
     out.abs().mean().backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None]
-    # GIA's zero-initialised gates (β, α) and flow conv may get zero gradients but must get one
+    # GIA's zero-initialised gates (c, s) may get zero gradients but must get one
     assert not missing
 
 
 def test_seg_channel_and_nearest_prior():
-    m = create_model("rrdb_sft_noseg", nf=8, nb=1, gc=4, prior_ch=4, sft_hidden=4, num_classes=10)
     seg = torch.tensor([[[0, 3], [9, 255]]])
+    public = create_model("rrdb_sft_noseg", nf=8, nb=1, gc=4, prior_ch=4, sft_hidden=4, num_classes=10)
+    assert torch.equal(public.seg_channel(seg, torch.float64).flatten(),
+                       torch.tensor([0.0, 3.0, 9.0, 255.0], dtype=torch.float64))  # raw index, 255 at void
+    m = create_model("rrdb_sft_noseg", nf=8, nb=1, gc=4, prior_ch=4, sft_hidden=4, num_classes=10,
+                     seg_input="scaled")
     ch = m.seg_channel(seg)
     assert ch.shape == (1, 1, 2, 2)
     assert torch.allclose(ch.flatten(), torch.tensor([0.0, 0.3, 0.9, 1.0]))

@@ -26,7 +26,8 @@ def check_cmos_model(m: dict, where: str, prefix: str = "model.", name: str | No
     """Constructor keywords of ``cmos`` / ``cmos_blur`` / ``cmos_seg`` (``m``: the model section or the
     chain's ``cmos_kw``; keys absent from ``m`` are not checked): ``num_classes`` >= 2 when the network
     segments (>= 1 for ``cmos_blur``), ``gia`` switches true/false, ``window`` two positive integers (h, w),
-    ``width`` the HRNet channel multiplier in (0, 4], ``backbone_weights`` null or a file name."""
+    ``width`` the HRNet channel multiplier in (0, 4], ``backbone_weights`` null or a file name,
+    ``window_merge`` fixed or legacy, ``backbone_init`` public or torch."""
     name = name or m.get("name")
     if "num_classes" in m:
         check_int(m["num_classes"], f"{prefix}num_classes", where, lo=1 if name == "cmos_blur" else 2)
@@ -46,6 +47,10 @@ def check_cmos_model(m: dict, where: str, prefix: str = "model.", name: str | No
             raise BsrError(f"{where}: {prefix}window must be two positive integers [h, w], got {w!r}")
     if "width" in m:
         check_number(m["width"], f"{prefix}width", where, lo=0, hi=4, open_lo=True)
+    if "window_merge" in m:
+        check_choice(m["window_merge"], f"{prefix}window_merge", where, ("fixed", "legacy"))
+    if "backbone_init" in m:
+        check_choice(m["backbone_init"], f"{prefix}backbone_init", where, ("public", "torch"))
     bw = m.get("backbone_weights")
     if bw is not None and (not isinstance(bw, str) or not bw):
         raise BsrError(f"{where}: {prefix}backbone_weights must be null or a weights file name, got {bw!r}")
@@ -74,7 +79,7 @@ class CMOSTask(Task):
     name = "cmos"
     defaults = {
         "model": {"name": "cmos", "num_classes": 40, "gia": {}, "window": [15, 20], "width": 1.0,
-                  "backbone_weights": None},
+                  "backbone_weights": None, "window_merge": "fixed", "backbone_init": "public"},
         "data": {"train_split": "train", "val_split": "test", "crop": [480, 640], "hflip": True,
                  "zoom": [1, 1.2, 1.5], "zoom_rule": "physical"},
         "loss": {"aux_weight": 0.5, "blur_weight": 1.0, "seg_weight": 1.0},

@@ -26,8 +26,8 @@ from bsrdata.models.engine.task import Task, check_choice, check_int, check_numb
 SR_MODELS = ("rrdb_sft", "rrdb_sft_noseg")
 SR_SCALES = (2, 3, 4)  # PixelShuffle factors the SR head supports (the datasets here are built at 4)
 SR_INT_KEYS = ("nf", "nb", "gc", "prior_ch", "sft_hidden", "gia_groups")
-SR_KEYS = ("num_classes", "scale", "fusion", "img_residual", "gia_window") + SR_INT_KEYS
-CMOS_KW_KEYS = ("gia", "window", "width")
+SR_KEYS = ("num_classes", "scale", "fusion", "img_residual", "gia_window", "seg_input", "window_merge") + SR_INT_KEYS
+CMOS_KW_KEYS = ("gia", "window", "width", "window_merge", "backbone_init")
 
 
 def check_sr_model(m: dict, where: str, prefix: str = "model.", name: str | None = None) -> None:
@@ -35,7 +35,8 @@ def check_sr_model(m: dict, where: str, prefix: str = "model.", name: str | None
     ``sr_kw``; keys absent from ``m`` are not checked): ``num_classes`` >= 1; ``nf``, ``nb``, ``gc``,
     ``prior_ch``, ``sft_hidden``, ``gia_groups`` positive integers with ``prior_ch`` divisible by
     ``gia_groups`` (the GIA fusion splits the prior channels into groups); ``scale`` in :data:`SR_SCALES`;
-    ``fusion`` gia or sum; ``img_residual`` null, bicubic or bilinear."""
+    ``fusion`` gia or sum; ``img_residual`` null, bicubic or bilinear; ``seg_input`` index (the public code:
+    raw class index, 255 at void) or scaled (index / num_classes); ``window_merge`` fixed or legacy."""
     name = name or m.get("name")
     if "num_classes" in m:
         check_int(m["num_classes"], f"{prefix}num_classes", where, lo=1)
@@ -48,6 +49,10 @@ def check_sr_model(m: dict, where: str, prefix: str = "model.", name: str | None
         check_choice(m["fusion"], f"{prefix}fusion", where, ("gia", "sum"))
     if "img_residual" in m:
         check_choice(m["img_residual"], f"{prefix}img_residual", where, (None, "bicubic", "bilinear"))
+    if "seg_input" in m:
+        check_choice(m["seg_input"], f"{prefix}seg_input", where, ("index", "scaled"))
+    if "window_merge" in m:
+        check_choice(m["window_merge"], f"{prefix}window_merge", where, ("fixed", "legacy"))
     if "gia_window" in m:
         w = m["gia_window"]
         if not isinstance(w, (list, tuple)) or len(w) != 2 or not all(
@@ -188,7 +193,8 @@ class RRDBSFTTask(_SRTaskBase):
     name = "rrdb-sft"
     defaults = {
         "model": {"name": "rrdb_sft", "num_classes": 40, "nf": 64, "nb": 10, "gc": 32, "prior_ch": 64,
-                  "sft_hidden": 32, "gia_groups": 8, "fusion": "gia", "scale": 4, "img_residual": None},
+                  "sft_hidden": 32, "gia_groups": 8, "fusion": "gia", "scale": 4, "img_residual": None,
+                  "seg_input": "index", "window_merge": "fixed"},
         "data": {"train_split": "train", "val_split": "test", "crop": 192, "hflip": True, "rot90": True,
                  "zoom": [1], "zoom_rule": "physical"},
         "loss": {"l1": 1.0},
