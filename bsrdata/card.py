@@ -44,10 +44,8 @@ def _stats(values) -> dict | None:
 
 def collect(root) -> dict:
     """The card's numbers for the dataset at ``root`` (see the module docstring)."""
-    import h5py
-
     from bsrdata.manifest import ABSENT, NAME, load_manifest, read_manifest, sha256_file
-    from bsrdata.shards import _sample_from
+    from bsrdata.shards import _open_h5, _sample_from, check_shard, shard_path
 
     root = os.fspath(root)
     m = load_manifest(root)
@@ -81,11 +79,12 @@ def collect(root) -> dict:
         nbytes = 0
         n_inv = 0
         for sh in sp.shards:
-            path = os.path.join(root, sh.path)
+            path = shard_path(root, sh.path)
             if not os.path.isfile(path):
                 raise BsrError(f"{path}: shard listed in the manifest is missing")
             nbytes += os.path.getsize(path)
-            with h5py.File(path, "r") as f:
+            with _open_h5(path) as f:  # both shard formats (format 2's filter registered), checked first
+                check_shard(f, path, int(sh.count))
                 for i in range(int(sh.count)):
                     s = _sample_from(f, i, path, fields=("blur", "invariant", "params"))
                     kind = "iva" if s["invariant"] else "va"
