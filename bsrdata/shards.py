@@ -742,12 +742,23 @@ class DatasetView(Sequence):
         gets the box divided by the scale); with format 2's tiles only the tiles it touches are decoded.
         The dataset handles of a shard are opened once per process. Equal to slicing :meth:`get`'s arrays.
         """
+        rel, idx, key, inv = self._entries[self._index(i)]
+        try:
+            return self._read(rel, idx, key, inv, fields, window)
+        except _H5_ERRORS as exc:  # a chunk HDF5 cannot decode: one line, as in get()
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise BsrError(f"{os.path.join(self.root, rel)}: sample {idx} unreadable ({first[:160]}); "
+                           "`bsr verify --full` finds corrupt shards") from None
+
+    def _index(self, i) -> int:
         n = len(self)
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(i)
-        rel, idx, key, inv = self._entries[i]
+        return i
+
+    def _read(self, rel, idx, key, inv, fields, window) -> dict:
         f = self._file(rel)
         ds = self._dsets.get(rel)
         if ds is None:
@@ -791,12 +802,7 @@ class DatasetView(Sequence):
 
     def get(self, i, fields=None) -> dict:
         """Sample ``i`` with only ``fields`` read (None = all of SAMPLE_FIELDS)."""
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(i)
-        rel, idx, key, inv = self._entries[i]
+        rel, idx, key, inv = self._entries[self._index(i)]
         return _sample_from(self._file(rel), idx, os.path.join(self.root, rel), fields)
 
     def close(self):

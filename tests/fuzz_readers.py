@@ -198,6 +198,7 @@ def run_readers(root, work) -> dict:
             try:
                 for i in range(len(v)):
                     v[i]
+                    v.read(i)  # the training read (crop windows, dataset handles kept open)
             finally:
                 v.close()
         for g in m.groups:
