@@ -143,24 +143,14 @@ def build(arch: str, num_classes: int, window_merge: str = "legacy"):
 def to_ours(model: torch.nn.Module, arch: str, state: dict, source: str = "weights") -> dict:
     """Rename the public ``state`` to ``model``'s names, strictly: one BsrError line naming the missing,
     unexpected and mis-shaped tensors (by their public names) unless every tensor fits."""
-    from bsrdata.models.weights import LoadReport
+    from bsrdata.models.weights import compare_state
 
     own = model.state_dict()
     names = {public_name(arch, k): k for k in own}
     if len(names) != len(own):  # our naming rules must be a bijection
         raise AssertionError(f"{arch}: public names collide")
-    rep = LoadReport()
-    out = {}
-    for pk, v in state.items():
-        k = names.get(pk)
-        if k is None:
-            rep.unexpected.append(pk)
-        elif not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape):
-            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            rep.mismatched.append((pk, got, tuple(own[k].shape)))
-        else:
-            out[k] = v
-    rep.missing = [pk for pk in names if pk not in state]
+    rep, fit = compare_state(state, {pk: own[k] for pk, k in names.items()})  # reported by public names
+    out = {names[pk]: v for pk, v in fit.items()}
     if not rep.ok:
         raise BsrError(f"{source}: not a public {arch} checkpoint for this class count: {rep.summary()}")
     return out

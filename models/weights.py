@@ -130,6 +130,27 @@ def extract_state_dict(obj, path: str = "weights", *, what: str = "weights") -> 
     return sd
 
 
+def compare_state(state: Mapping, own: Mapping, rename=None) -> tuple:
+    """Match ``state`` against the shapes of ``own`` -> ``(LoadReport, tensors that fit)``, keyed by
+    ``own``'s names. ``rename(k)`` maps a key of ``state`` to one of ``own`` (None = unexpected); the
+    report's names are ``state``'s. ``missing``: the ``own`` keys no ``state`` key maps to."""
+    report = LoadReport()
+    take, hit = {}, set()
+    for k, v in state.items():
+        o = k if rename is None else rename(k)
+        if o is None or o not in own:
+            report.unexpected.append(k)
+        elif not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(own[o].shape):
+            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            report.mismatched.append((k, got, tuple(own[o].shape)))
+            hit.add(o)
+        else:
+            take[o] = v
+            hit.add(o)
+    report.missing = [o for o in own if o not in hit]
+    return report, take
+
+
 def load_state(module: nn.Module, state: Mapping, *, source: str, strict: bool = True,
                key_map: Callable[[str], str | None] | Mapping[str, str] | None = None,
                target: str = "the model") -> LoadReport:
@@ -144,18 +165,7 @@ def load_state(module: nn.Module, state: Mapping, *, source: str, strict: bool =
     if key_map is not None:
         rename = (lambda k: key_map.get(k, k)) if isinstance(key_map, Mapping) else key_map
         state = {k2: v for k2, v in ((rename(k), v) for k, v in state.items()) if k2 is not None}
-    own = module.state_dict()
-    report = LoadReport()
-    take = {}
-    for k, v in state.items():
-        if k not in own:
-            report.unexpected.append(k)
-        elif not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape):
-            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            report.mismatched.append((k, got, tuple(own[k].shape)))
-        else:
-            take[k] = v
-    report.missing = [k for k in own if k not in state]
+    report, take = compare_state(state, module.state_dict())
     if strict and not report.ok:
         raise BsrError(f"{source}: weights do not fit {target}: {report.summary()}")
     module.load_state_dict(take, strict=strict)
