@@ -39,6 +39,23 @@ def _method_help() -> str:
     return (" | ".join(names) + ' | command:"PROG {in} {out}"; repeatable; "LABEL=..." names the row.')
 
 
+def parse_opts(items) -> dict:
+    """``--opt KEY=VALUE`` items -> {key: value}; values read as YAML scalars (numbers, true/false, text)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise BsrError(f"--opt: expected KEY=VALUE with a plain key, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(val) if val.strip() else ""
+        except yaml.YAMLError:
+            out[key] = val
+    return out
+
+
 class _MethodOption(click.Option):
     """``--method`` whose help lists the registered method names (computed when help is shown)."""
 
@@ -91,8 +108,15 @@ class _Bar:
               help="Write PNG figures here (PSNR vs σ bin with --strata, bar chart, comparison panels).")
 @click.option("--crop", "crop", default=None, help="Zoom crop of the comparison panels, X,Y,W,H in HR px "
               "(default: where the methods differ most).")
+@click.option("--iters", default=None, type=int,
+              help="Per-image methods (kernelgan): optimisation iterations per image (default: the official).")
+@click.option("--time-budget", default=None, type=float,
+              help="Per-image methods (kernelgan): seconds allowed per image (stops the schedule early).")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="A method option (repeatable), e.g. --opt align=shift; docs/baselines.md lists them.")
 def bench(data_dir, methods, groups, crop_border, out_dir, ckpt, cmos_ckpt, device, shell, chunk, timeout,
-          save_images, fresh, use_strata, strata_bins, band_width, band_threshold, figures_dir, crop):
+          save_images, fresh, use_strata, strata_bins, band_width, band_threshold, figures_dir, crop, iters,
+          time_budget, opts):
     """Score SR METHODs on the test groups of DATA (PSNR/SSIM on Y) and print the table."""
     from bsrdata import benchmark as bm
 
@@ -105,11 +129,17 @@ def bench(data_dir, methods, groups, crop_border, out_dir, ckpt, cmos_ckpt, devi
             load_methods()  # registers the torch methods (imports torch)
         except ImportError:
             pass  # without torch only bicubic and command: exist; others are "unknown bench method"
+    if iters is not None and iters < 1:
+        raise BsrError(f"--iters: must be >= 1, got {iters}")
+    if time_budget is not None and not time_budget > 0:
+        raise BsrError(f"--time-budget: must be > 0 seconds, got {time_budget}")
+    method_opts = parse_opts(opts)
     built, errors = [], []
     for spec in methods:
         try:
             built.append(bm.get_method(spec, shell=shell, chunk=chunk, timeout=timeout, ckpt=ckpt,
-                                       cmos_ckpt=cmos_ckpt, device=device))
+                                       cmos_ckpt=cmos_ckpt, device=device, iters=iters,
+                                       time_budget=time_budget, opts=method_opts))
         except BsrError as exc:
             errors.append(str(exc))
     labels = [m.label for m in built]

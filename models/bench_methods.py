@@ -6,6 +6,13 @@
   RRDB-SFT. ``ckpt`` = a ``blind_sr`` checkpoint (stage 3), or an RRDB-SFT checkpoint together with
   ``cmos_ckpt`` (stage 1 CMOS + stage 2 RRDB-SFT, untuned chain).
 
+- ``manet``, ``dan``, ``dcls``, ``koalanet``: the retrained (or converted) baselines of Table 2
+  (docs/baselines.md). ``ckpt`` = a checkpoint of one of the networks in :data:`BASELINES`; the network's
+  ``super_resolve(lr)`` (RGB in [0, 1], (N, 3, h, w) -> (N, 3, s·h, s·w)) does the method's own input
+  range, padding and output clamping. ``opts`` (``bsr bench --opt KEY=VALUE``) go to ``super_resolve``'s
+  keyword arguments when the network declares them in ``bench_options``.
+- ``kernelgan``: KernelGAN + ZSSR per image (``bsrdata.models.bench_kernelgan``, declared here).
+
 Later baselines are added the same way: a factory ``f(label, body, **options) -> Method`` decorated with
 :func:`bsrdata.benchmark.register_method`.
 
@@ -163,3 +170,92 @@ def _chain(label, body, *, ckpt=None, cmos_ckpt=None, device="auto", **_options)
 
 if "cmos" not in METHODS:  # a re-import (importlib.reload) keeps the alias
     METHODS.alias("cmos", CHAIN)
+
+
+# ------------------------------------------------------------------------------------------- baselines
+#: bench method -> the registered network names a checkpoint for it may hold
+BASELINES = {
+    "manet": ("manet",),
+    "dan": ("dan_v1", "dan_v2"),
+    "dcls": ("dcls",),
+    "koalanet": ("koalanet",),
+}
+
+
+class NetworkSRMethod(Method):
+    """A baseline network from one checkpoint, run through its ``super_resolve(lr)`` (docs/baselines.md)."""
+
+    chunk = 4
+
+    def __init__(self, kind: str, ckpt=None, device="auto", label=None, opts=None):
+        self.kind = self.spec = kind
+        self.label = label or kind
+        self.ckpt = ckpt
+        self.device_name = device
+        self.opts = dict(opts or {})
+        self.model = None
+        self.config = {}
+        self.hashes = {}
+
+    def _load(self):
+        from bsrdata.models import checkpoint
+
+        if self.ckpt is None:
+            raise BsrError(f"--ckpt: {self.kind} needs a checkpoint (bsr train {self.kind} or bsr convert)")
+        d = resolve_dir(self.ckpt)
+        name = checkpoint.read_config(d)["model"]["name"]
+        allowed = BASELINES[self.kind]
+        if name not in allowed:
+            raise BsrError(f"{self.ckpt}: is a {name} checkpoint, {self.kind} needs {' or '.join(allowed)}")
+        model, self.config = checkpoint.load(d)
+        known = tuple(getattr(model, "bench_options", ()))
+        bad = sorted(set(self.opts) - set(known))
+        if bad:
+            raise BsrError(f"--opt: {self.kind} has no option {bad[0]!r} (known: {', '.join(known) or 'none'})")
+        self.device = pick_device(self.device_name)
+        self.model = model.to(self.device).eval()
+        self.hashes = {"model": ckpt_sha256(self.ckpt)}
+
+    def prepare(self, data):
+        if self.model is None:
+            self._load()
+        scale = int(getattr(self.model, "scale", data.scale))
+        if scale != data.scale:
+            raise BsrError(f"{self.ckpt}: model scale x{scale}, dataset scale x{data.scale}")
+
+    def identity(self):
+        return {"method": self.kind, "checkpoints": self.hashes, "opts": self.opts}
+
+    def provenance(self):
+        m = self.config.get("model", {})
+        return {"method": self.kind, "label": self.label, "checkpoints": {"ckpt": self.ckpt},
+                "checkpoint_sha256": self.hashes, "model": m, "opts": self.opts,
+                "adaptation": self.config.get("adaptation", {}), "source": self.config.get("source")}
+
+    @torch.no_grad()
+    def run(self, samples, workdir):
+        out = []
+        for _, s in samples:
+            lr = image_to_tensor(s["lr"], self.device)
+            out.append(tensor_to_image(self.model.super_resolve(lr, **self.opts)))
+        return out
+
+    def close(self):
+        self.model = None
+
+
+def _baseline_factory(kind):
+    def factory(label, body, *, ckpt=None, device="auto", opts=None, **_options):
+        return NetworkSRMethod(kind, ckpt=ckpt, device=device, label=label, opts=opts)
+
+    factory.__name__ = f"_{kind}"
+    factory.__qualname__ = f"_{kind}"
+    return factory
+
+
+for _kind in BASELINES:
+    if _kind not in METHODS:
+        register_method(_kind)(_baseline_factory(_kind))
+del _kind
+
+METHODS.declare("kernelgan", "bsrdata.models.bench_kernelgan:make_method")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import torch
 
@@ -176,24 +175,32 @@ def load_public(arch: str, state: dict, num_classes: int, window_merge: str = "l
 
 def convert(src, arch: str, num_classes: int, out_dir, window_merge: str = "legacy") -> dict:
     """Convert the public checkpoint ``src`` into our checkpoint folder ``out_dir``; returns its config."""
-    from bsrdata.fileio import replace_dir, sha256_file, tmp_name
-    from bsrdata.models.checkpoint import save
+    from bsrdata.models.converters import check_out_dir, source_record, write_converted
     from bsrdata.models.weights import read_weights
 
-    src, out_dir = os.fspath(src), os.fspath(out_dir)
+    src = os.fspath(src)
     model_config(arch, num_classes, window_merge)  # option errors before reading anything
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise BsrError(f"{out_dir}: exists and is not an empty folder (choose another --out)")
+    out_dir = check_out_dir(out_dir)
     state = read_weights(src, what=f"public {arch}")
     model, mcfg = load_public(arch, state, num_classes, window_merge, source=src)
     cfg = {"model": mcfg, "arch": arch, "window_merge": window_merge,
-           "source": {"file": os.path.basename(src), "sha256": sha256_file(src), "tensors": len(state),
-                      "format": "public CMOS state dict"}}
-    tmp = tmp_name(out_dir.rstrip(os.sep) or out_dir)
-    try:
-        save(tmp, model, cfg)
-        replace_dir(tmp, out_dir)  # the folder appears whole or not at all
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return cfg
+           "source": source_record(src, state, "public CMOS state dict")}
+    return write_converted(out_dir, model, cfg)
+
+
+def _arch_converter(arch):
+    def run(src, out_dir, *, num_classes=None, window_merge="legacy", **options):
+        from bsrdata.models.converters import no_options
+
+        no_options(arch, options)
+        if num_classes is None:
+            raise BsrError(f"--num-classes: --arch {arch} needs the class count (40 NYUv2-BSR, 19 Cityscapes-BSR)")
+        return convert(src, arch, int(num_classes), out_dir, window_merge=window_merge)
+
+    run.__name__ = run.__qualname__ = f"convert_arch_{arch}"
+    return run
+
+
+convert_arch_cmos = _arch_converter("cmos")
+convert_arch_rrdb_sft = _arch_converter("rrdb_sft")
+convert_arch_blind_sr = _arch_converter("blind_sr")

@@ -27,6 +27,16 @@ for _name, _module in (
     ("rrdb_sft_noseg", "bsrdata.models.rrdb_sft"),
     ("blind_sr", "bsrdata.models.blind"),
     ("crestereo", "bsrdata.models.crestereo"),
+    # baselines (docs/baselines.md): MANet
+
+    # DAN
+
+    # DCLS
+
+    # KOALAnet
+
+    # KernelGAN + ZSSR
+
 ):
     MODELS.declare(_name, _module)
 del _name, _module

@@ -70,7 +70,7 @@ def test_bad_checkpoint_is_one_line(dataset, tmp_path, capsys):
 
 
 def test_unknown_method_and_missing_dataset(dataset, tmp_path, capsys):
-    code, _, err = _run(["bench", "--data", str(dataset), "--method", "kernelgan", "--out", str(tmp_path)], capsys)
-    assert code == 1 and "unknown bench method 'kernelgan'" in err
+    code, _, err = _run(["bench", "--data", str(dataset), "--method", "srgan", "--out", str(tmp_path)], capsys)
+    assert code == 1 and "unknown bench method 'srgan'" in err
     code, _, err = _run(["bench", "--data", str(tmp_path / "nope"), "--method", "bicubic"], capsys)
     assert code == 1 and "nope" in err

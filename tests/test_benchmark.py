@@ -206,7 +206,7 @@ def test_command_spec_errors():
     with pytest.raises(BsrError, match="must contain both"):
         bm.get_method("command:python x.py {in}")
     with pytest.raises(BsrError, match="unknown bench method"):
-        bm.get_method("kernelgan")
+        bm.get_method("srgan")
     m = bm.get_method('command:"prog {in} {out}"')
     assert m.argv == ["prog", "{in}", "{out}"]
 
@@ -288,8 +288,8 @@ def test_method_registry_builds_registered_names_and_labels():
     assert bm.split_label("x=bicubic") == ("x", "bicubic")
     assert bm.split_label("x=nothing") == (None, "x=nothing")
     assert "test-nearest" in bm.method_names() and bm.method_names()[-1] == "command:"
-    with pytest.raises(BsrError, match=r"unknown bench method 'kernelgan' \(known: .*bicubic.*test-nearest"):
-        bm.get_method("kernelgan")
+    with pytest.raises(BsrError, match=r"unknown bench method 'srgan' \(known: .*bicubic.*test-nearest"):
+        bm.get_method("srgan")
     with pytest.raises(BsrError, match="registered twice"):
         bm.register_method("bicubic")(lambda label, body, **o: None)
 

@@ -81,6 +81,21 @@ def test_warmup_cosine_schedule():
     assert lr_at(50, dict(t, schedule="constant")) == 1.0
 
 
+def test_multistep_and_restart_schedules():
+    t = dict(TRAIN_DEFAULTS, lr=1.0, warmup=0, iterations=100, schedule="multistep", milestones=[20, 50], gamma=0.5)
+    assert [lr_at(i, t) for i in (0, 19, 20, 49, 50, 99)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    r = dict(TRAIN_DEFAULTS, lr=1.0, warmup=0, iterations=100, schedule="cosine_restart", restart_period=40)
+    assert lr_at(0, r) == lr_at(40, r) == lr_at(80, r) == 1.0
+    assert lr_at(20, r) == pytest.approx(0.5) and lr_at(60, r) == pytest.approx(0.5)
+    task = get_task("rrdb-sft")
+    with pytest.raises(BsrError, match="train.milestones"):
+        task.config({"task": "rrdb-sft", "train": {"schedule": "multistep", "milestones": [50, 20]}})
+    with pytest.raises(BsrError, match="restart_period"):
+        task.config({"task": "rrdb-sft", "train": {"schedule": "cosine_restart"}})
+    with pytest.raises(BsrError, match="train.schedule must be one of"):
+        task.config({"task": "rrdb-sft", "train": {"schedule": "step"}})
+
+
 def test_sampler_resumes_and_splits_ranks():
     full = StreamSampler(10, 2, seed=3)
     it = iter(full)

@@ -43,6 +43,17 @@ TINY = {
     # 1/16 and 1/8 levels (conv_offset_16/8, self_att_fn, cross_att_fn), whose flow is detached between levels.
     "crestereo": ({}, lambda: (torch.rand(1, 3, 32, 32) * 255, torch.rand(1, 3, 32, 32) * 255),
                   {"iters": 2, "return_all": True}, [(1, 2, 32, 32)] * 4),
+    # ---------------------------------------------------------------- baselines (docs/baselines.md)
+    # MANet rows (tests/test_manet.py has the numerics)
+
+    # DAN rows (tests/test_dan.py)
+
+    # DCLS rows (tests/test_dcls.py)
+
+    # KOALAnet rows (tests/test_koalanet.py)
+
+    # KernelGAN / ZSSR rows (tests/test_kernelgan.py)
+
 }
 
 # Parameters that get no gradient by design: name prefix -> reason.

@@ -27,8 +27,11 @@ TRAIN_DEFAULTS = {
     "betas": [0.9, 0.99],
     "weight_decay": 0.0,
     "warmup": 0,            # linear warm-up iterations
-    "schedule": "cosine",   # cosine | constant (after warm-up)
+    "schedule": "cosine",   # cosine | constant | multistep | cosine_restart (after warm-up)
     "min_lr": 0.0,
+    "milestones": [],       # multistep: iterations where the lr is multiplied by gamma
+    "gamma": 0.5,
+    "restart_period": 0,    # cosine_restart: period in iterations
     "amp": True,            # mixed precision (float16 autocast + GradScaler), CUDA only
     "grad_clip": 0.0,       # max grad norm, 0 = off
     "seed": 0,
@@ -41,6 +44,9 @@ TRAIN_DEFAULTS = {
     "sync_bn": True,        # SyncBatchNorm under multi-GPU DDP
     "threads": 0,           # torch CPU threads, 0 = leave as is
 }
+
+
+SCHEDULES = ("cosine", "constant", "multistep", "cosine_restart")
 
 
 def merge_config(defaults: dict, user: dict | None, where: str = "config", prefix: str = "") -> dict:
@@ -159,8 +165,14 @@ class Task:
         for k in ("iterations", "batch_size"):
             if not isinstance(t[k], int) or t[k] < 1:
                 raise BsrError(f"{where}: train.{k} must be a positive integer, got {t[k]!r}")
-        if t["schedule"] not in ("cosine", "constant"):
-            raise BsrError(f"{where}: train.schedule must be cosine or constant, got {t['schedule']!r}")
+        check_choice(t["schedule"], "train.schedule", where, SCHEDULES)
+        ms = t["milestones"]
+        if not isinstance(ms, (list, tuple)) or not all(_is_int(m) and m >= 1 for m in ms) or list(ms) != sorted(ms):
+            raise BsrError(f"{where}: train.milestones must be increasing positive iterations, got {ms!r}")
+        check_number(t["gamma"], "train.gamma", where, lo=0, hi=1, open_lo=True)
+        check_int(t["restart_period"], "train.restart_period", where, lo=0)
+        if t["schedule"] == "cosine_restart" and not t["restart_period"]:
+            raise BsrError(f"{where}: train.schedule cosine_restart needs train.restart_period >= 1")
         if not isinstance(t["lr"], (int, float)) or t["lr"] <= 0:
             raise BsrError(f"{where}: train.lr must be > 0, got {t['lr']!r}")
         for k in ("log_every", "ckpt_every"):
@@ -196,6 +208,12 @@ class Task:
         """Data-dependent initialisation of a fresh model (not called on resume); returns facts to log."""
         return {}
 
+    def param_groups(self, model, cfg: dict) -> list:
+        """The optimiser's parameter groups: dicts with ``params`` and optionally ``lr_scale`` (the group's
+        learning rate is ``lr_scale`` × the scheduled ``train.lr``). Base: every parameter that requires a
+        gradient, one group. Override for per-part learning rates or frozen parts."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
     def conventions(self, cfg: dict) -> dict:
         """The scoring conventions of :meth:`evaluate` (:func:`bsrdata.metrics.eval_conventions` /
         ``sr_conventions``), recorded in the run's ``metrics.json``; base: none."""
@@ -222,6 +240,14 @@ TASKS = Registry("task")
 TASKS.declare("cmos", "bsrdata.models.engine.task_cmos:CMOSTask")
 TASKS.declare("rrdb-sft", "bsrdata.models.engine.task_sr:RRDBSFTTask")
 TASKS.declare("blind", "bsrdata.models.engine.task_sr:BlindTask")
+# baselines (docs/baselines.md): MANet
+
+# DAN
+
+# DCLS
+
+# KOALAnet
+
 
 
 def register_task(name: str):

@@ -84,14 +84,25 @@ class Dist:
 
 # ------------------------------------------------------------------------------------------ schedule
 def lr_at(it: int, t: dict) -> float:
-    """Learning rate for iteration ``it`` (0-based): linear warm-up to ``lr``, then cosine to ``min_lr``."""
+    """Learning rate for iteration ``it`` (0-based): linear warm-up to ``lr``, then ``schedule``:
+    ``cosine`` to ``min_lr`` over the run, ``constant``, ``multistep`` (× ``gamma`` at each of ``milestones``,
+    the official schedules of MANet, DAN, DCLS and KOALAnet) or ``cosine_restart`` (cosine to ``min_lr``
+    restarting every ``restart_period`` iterations, MANet stage 2)."""
     lr, warm, total = float(t["lr"]), int(t["warmup"]), int(t["iterations"])
     if warm and it < warm:
         return lr * (it + 1) / warm
-    if t["schedule"] == "constant":
+    sched = t["schedule"]
+    if sched == "constant":
         return lr
+    if sched == "multistep":
+        k = sum(1 for m in t.get("milestones") or () if it >= int(m))
+        return lr * float(t.get("gamma", 0.5)) ** k
     span = max(1, total - warm)
-    p = min(1.0, (it - warm) / span)
+    pos = it - warm
+    if sched == "cosine_restart" and int(t.get("restart_period") or 0) > 0:
+        span = int(t["restart_period"])
+        pos = pos % span
+    p = min(1.0, pos / span)
     return float(t["min_lr"]) + 0.5 * (lr - float(t["min_lr"])) * (1.0 + math.cos(math.pi * p))
 
 
@@ -331,8 +342,11 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=float(t["lr"]), betas=tuple(t["betas"]), weight_decay=float(t["weight_decay"]))
+    groups = task.param_groups(model, cfg)
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.Adam([{k: v for k, v in g.items() if k != "lr_scale"} for g in groups], lr=float(t["lr"]),
+                           betas=tuple(t["betas"]), weight_decay=float(t["weight_decay"]))
+    scales = [float(g.get("lr_scale", 1.0)) for g in groups]
     use_amp = bool(t["amp"]) and dist.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if start:
@@ -367,8 +381,8 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
         stream = iter(loader)
         while it < end:
             lr = lr_at(it, t)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            for g, sc in zip(opt.param_groups, scales):
+                g["lr"] = lr * sc
             batch = _to_device(next(stream), dist.device)
             with torch.autocast(device_type=dist.device.type, dtype=torch.float16, enabled=use_amp):
                 loss, parts = task.training_step(net, batch, cfg)
