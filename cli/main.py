@@ -31,6 +31,7 @@ for _name, _target in (
     ("sr", "bsrdata.cli.sr:sr"),
     ("info", "bsrdata.cli.info:info"),
     ("convert", "bsrdata.cli.convert:convert"),
+    ("reproduce", "bsrdata.cli.reproduce:reproduce"),
 ):
     COMMANDS.declare(_name, _target)
 del _name, _target
