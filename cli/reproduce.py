@@ -20,9 +20,11 @@ TABLES = ("table5", "table6", "table7", "table8")
 @click.option("--configs", "configs_dir", default=None, type=click.Path(file_okay=False),
               help="The repository's configs/ folder (default: beside the installed package).")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override applied to every run of the table, e.g. train.iterations=300.")
 @click.option("--dry-run", is_flag=True, help="Print the bsr commands this runs, run nothing.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def reproduce(table, data, out, small, configs_dir, device, dry_run, no_progress):
+def reproduce(table, data, out, small, configs_dir, device, sets, dry_run, no_progress):
     """Train the runs of TABLE (each resumes) and score its rows in the paper's layout."""
     import os
 
@@ -35,10 +37,10 @@ def reproduce(table, data, out, small, configs_dir, device, dry_run, no_progress
         from bsrdata.manifest import load_manifest
 
         n = load_manifest(data).num_classes
-        for line in rp.plan(table, data, out, small=small, configs_dir=cdir, num_classes=n):
+        for line in rp.plan(table, data, out, small=small, configs_dir=cdir, num_classes=n, sets=sets):
             click.echo(line)
         return
-    res = rp.reproduce(table, data, out, small=small, configs_dir=cdir, device=device,
+    res = rp.reproduce(table, data, out, small=small, configs_dir=cdir, device=device, sets=sets,
                        progress=not no_progress, log=lambda m: click.echo(f"reproduce {table}: {m}", err=True))
     click.echo(res["markdown"])
     click.echo(f"tables: {res['files']['md']}, {res['files']['json']}", err=True)

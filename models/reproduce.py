@@ -101,8 +101,8 @@ def _config_path(run: Run, small: bool, configs_dir: str) -> str:
     return path
 
 
-def _sets(run: Run, out: str, num_classes) -> list:
-    sets = list(run.sets)
+def _sets(run: Run, out: str, num_classes, extra=()) -> list:
+    sets = list(run.sets) + list(extra)
     for key, slug in run.inits:
         sets.append(f"{key}={os.path.join(out, 'runs', slug, 'last')}")
     if num_classes and run.task in ("cmos", "rrdb-sft"):
@@ -111,7 +111,7 @@ def _sets(run: Run, out: str, num_classes) -> list:
 
 
 def plan(table: str, data: str, out: str, *, small: bool = False, configs_dir: str = CONFIGS_DIR,
-         num_classes=None, data_iva=None) -> list:
+         num_classes=None, data_iva=None, sets=()) -> list:
     """The ``bsr`` command lines that :func:`reproduce` runs for ``table`` (strings, shell-quoted)."""
     import shlex
 
@@ -121,7 +121,7 @@ def plan(table: str, data: str, out: str, *, small: bool = False, configs_dir: s
         d = data_iva if r.data == "iva" else data
         argv = ["bsr", "train", r.task, "--data", d, "--config", _config_path(r, small, configs_dir),
                 "--out", os.path.join(out, "runs", r.slug), "--resume"]
-        for s in _sets(r, out, num_classes):
+        for s in _sets(r, out, num_classes, sets):
             argv += ["--set", s]
         lines.append(shlex.join(argv))
     for row in rows:
@@ -144,26 +144,28 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", label).strip("-")
 
 
-def _train(run: Run, data, out, small, configs_dir, num_classes, device, progress):
+def _train(run: Run, data, out, small, configs_dir, num_classes, device, progress, sets=()):
     from bsrdata.models.engine.config import load_user_config
     from bsrdata.models.engine.task import get_task
     from bsrdata.models.engine.trainer import train
 
     task = get_task(run.task)
     path = _config_path(run, small, configs_dir)
-    user = load_user_config(path, _sets(run, out, num_classes))
+    user = load_user_config(path, _sets(run, out, num_classes, sets))
     user.setdefault("task", run.task)
     cfg = task.config(user, where=path)
     res = train(task, cfg, data, os.path.join(out, "runs", run.slug), resume=True, progress=progress, device=device)
-    return {"slug": run.slug, "task": run.task, "config": os.path.basename(path), "sets": list(run.sets),
-            "iterations": res["iterations"]}
+    return {"slug": run.slug, "task": run.task, "config": os.path.basename(path),
+            "sets": list(run.sets) + list(sets), "iterations": res["iterations"]}
 
 
 def reproduce(table: str, data: str, out: str, *, small: bool = False, configs_dir: str = CONFIGS_DIR,
-              device=None, progress: bool = True, data_iva=None, log=print) -> dict:
+              device=None, progress: bool = True, data_iva=None, sets=(), log=print) -> dict:
     """Train the runs of ``table`` on ``data`` (each resumes), score its rows, write ``OUT/TABLE.md/.json``.
 
-    Returns ``{"markdown", "rows", "files"}``. ``log(line)`` reports each step."""
+    ``sets``: ``key=value`` overrides applied to every run after its own (e.g. ``train.iterations=300``: a
+    finished shorter run then continues; a run folder holding another model is refused). Returns ``{"markdown", "rows",
+    "files"}``. ``log(line)`` reports each step."""
     from bsrdata.fileio import sha256_file, write_json_atomic, write_text_atomic
     from bsrdata.manifest import load_manifest
 
@@ -180,7 +182,7 @@ def reproduce(table: str, data: str, out: str, *, small: bool = False, configs_d
         log(f"train {r.slug} ({r.task}, {r.small_config if small else r.config}{', ' if r.sets else ''}"
             f"{' '.join(r.sets)})")
         done.append(_train(r, data_iva if r.data == "iva" else data, out, small, configs_dir, ncls, device,
-                           progress))
+                           progress, sets))
     scored = [_score(row, data, out, device, progress, log) for row in rows]
     md = _markdown(table, title, scored, small)
     prov = {"table": table, "title": title, "small": small, "dataset": os.path.abspath(data),

@@ -78,6 +78,13 @@ def test_cli_dry_run_and_bad_data(tmp_path, capsys, configs):
         assert not exc.code
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 8 and "model.gia.flow=false" in lines[0]
+    try:
+        main(["reproduce", "table8", "--data", str(data), "--out", str(tmp_path / "o"), "--small", "--dry-run",
+              "--configs", configs, "--set", "train.iterations=7"])
+    except SystemExit as exc:
+        assert not exc.code
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert all("train.iterations=7" in ln for ln in lines if ln.startswith("bsr train"))
     with pytest.raises(SystemExit) as exc:
         main(["reproduce", "table5", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     assert exc.value.code == 1

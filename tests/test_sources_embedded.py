@@ -141,7 +141,7 @@ def test_cli_commands_are_lazy():
     """``bsr build`` (and the command list in --help) import neither torch nor the other commands' modules."""
     code = ("import sys\nfrom bsrdata.cli.main import COMMANDS, cli\n"
             "assert sorted(COMMANDS) == ['bench', 'build', 'convert', 'depth', 'eval', 'export', 'info', 'merge', "
-            "'preview', 'sr', 'train', 'verify'], sorted(COMMANDS)\n"
+            "'preview', 'reproduce', 'sr', 'train', 'verify'], sorted(COMMANDS)\n"
             "cli.main(['build', '--help'], standalone_mode=False)\n"
             "print(any(m in sys.modules for m in ('torch', 'bsrdata.cli.train', 'bsrdata.cli.bench')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
