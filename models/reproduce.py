@@ -207,8 +207,11 @@ def _score(row: Row, data, out, device, progress, log) -> dict:
         res_dir = os.path.join(out, "eval", row.run)
         rows, _ = run_eval(data, ck, out=res_dir, device=device, progress=progress, strata=True)
         avg = rows["avg"]
-        with open(os.path.join(res_dir, "cmos_strata.json"), encoding="utf-8") as fh:
-            st = json.load(fh)["strata"]
+        st = {}
+        sp = os.path.join(res_dir, "cmos_strata.json")
+        if os.path.isfile(sp):  # a segmentation-only CMOS has no blur map, so no blur strata
+            with open(sp, encoding="utf-8") as fh:
+                st = json.load(fh)["strata"]
         band = (st.get("band", {}).get("avg") or {}).get("mae")
         flat = (st.get("flat", {}).get("avg") or {}).get("mae")
         return {"label": row.label, "kind": "cmos", "run": row.run, "checkpoint_sha256": sha,

@@ -49,17 +49,20 @@ def test_table8_and_table6_end_to_end(tmp_path, configs):
     data = tmp_path / "data"
     make_bench_dataset(data, n_test=5, n_train=6, h=32, w=40, num_classes=4)
     out = tmp_path / "out"
-    for table in ("table8", "table6"):
+    for table, n in (("table8", 2), ("table6", 2), ("table7", 5)):
         res = rp.reproduce(table, str(data), str(out), small=True, configs_dir=configs, device="cpu",
                            progress=False, log=lambda m: None)
         doc = json.loads(open(res["files"]["json"]).read())
-        assert len(doc["rows"]) == 2 and doc["provenance"]["small"] is True
+        assert len(doc["rows"]) == n and doc["provenance"]["small"] is True
         assert all(len(r["checkpoint_sha256"]) == 64 for r in doc["rows"])
         assert os.path.isfile(os.path.join(out, f"{table}.md"))
     t8 = json.loads(open(os.path.join(out, "table8.json")).read())
     assert all(r["blur_psnr"] is not None and r["kind"] == "cmos" for r in t8["rows"])
     # the two variants really differ (aux loss off changes the training)
     assert t8["rows"][0]["checkpoint_sha256"] != t8["rows"][1]["checkpoint_sha256"]
+    t7 = {r["label"]: r for r in json.loads(open(os.path.join(out, "table7.json")).read())["rows"]}
+    assert t7["segmentation only"]["blur_psnr"] is None and t7["segmentation only"]["miou"] is not None
+    assert t7["blur only"]["miou"] is None and t7["SR from multi-task"]["psnr"] > 0
     t6 = json.loads(open(os.path.join(out, "table6.json")).read())
     assert all(r["kind"] == "sr" and r["psnr"] > 0 for r in t6["rows"])
     # resumed: a second call trains nothing new and gives the same table
