@@ -90,6 +90,25 @@ def read_basis(path: str) -> torch.Tensor:
     return t.float()
 
 
+def adaptation(cfg: dict) -> dict:
+    """``config["adaptation"]``: the choices made to train DAN on these datasets, in words (copied into the
+    bench results' provenance)."""
+    m, t = cfg["model"], cfg["kernel"]["target"]
+    target = {"mean": "mean of the per-pixel G_sigma over the HR crop (exact for space-invariant crops)",
+              "median_sigma": "G at the crop's median sigma", "mean_sigma": "G at the crop's mean sigma"}[t]
+    if cfg["pca"]["file"]:
+        pca = f"basis file {os.path.basename(cfg['pca']['file'])} (sha256 {cfg['pca']['sha256']})"
+    else:
+        pca = (f"refit on centred G_sigma, sigma evenly in [0, {m['pca_sigma_max']}], {m['code_len']} components, "
+               f"{m['kernel_size']}x{m['kernel_size']}; codes without mean subtraction")
+    out = {"kernel_target": f"{t}: {target}", "kernel_size": m["kernel_size"], "pca": pca,
+           "grid": f"{m['grid']} (LR(i) = HR(4i), the dataset's pairs; no LR synthesis)",
+           "supervision": "last of the loops only (official)"}
+    if m["img_residual"]:
+        out["img_residual"] = f"{m['img_residual']} (not official: SR_t = {m['img_residual']}(LR) + Restorer)"
+    return out
+
+
 class DANTask(_SRTaskBase):
     """``bsr train dan``; see the module docstring."""
 
@@ -169,6 +188,7 @@ class DANTask(_SRTaskBase):
             if cfg["pca"]["sha256"] not in (None, sha):
                 raise BsrError(f"{f}: sha256 {sha[:12]}... differs from pca.sha256 {cfg['pca']['sha256'][:12]}...")
             cfg["pca"]["sha256"] = sha
+        cfg["adaptation"] = adaptation(cfg)
         return cfg
 
     def build_model(self, cfg):
