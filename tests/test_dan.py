@@ -3,7 +3,6 @@ structure, the kernel targets against numpy, the converter on synthetic official
 ``bsr train dan`` + ``bsr bench --method dan`` run on the fakes."""
 
 import json
-import os
 import re
 
 import numpy as np
