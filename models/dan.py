@@ -40,7 +40,8 @@ The PCA basis is a buffer, not a constructor argument (``pca`` records where it 
 subtraction, as the official code.
 
 Non-official options (off by default): ``img_residual`` ("bicubic" / "bilinear") adds the interpolated LR
-to every SR_t (for short CPU runs; docs/baselines.md); ``grid`` records the LR sampling grid the weights
+to every SR_t, with the Restorer's last conv zero-initialised (for short CPU runs; docs/baselines.md);
+``grid`` records the LR sampling grid the weights
 were trained on (``"direct"``: LR(i) = HR(s·i), networks trained here; ``"bicubic"``: LR(i) ≈ HR(s·i +
 (s−1)/2), the released weights), used by :meth:`DAN.super_resolve`'s ``align``.
 """
@@ -273,6 +274,9 @@ class DAN(nn.Module):
         kk = kernel_size * kernel_size
         delta = torch.zeros(1, kernel_size, kernel_size)
         delta[0, kernel_size // 2, kernel_size // 2] = 1.0
+        if img_residual:  # start exactly at the interpolated LR (as rrdb_sft's img_residual)
+            nn.init.zeros_(self.restorer.up.out.weight)
+            nn.init.zeros_(self.restorer.up.out.bias)
         self.register_buffer("encoder", torch.zeros(1, kk, code_len))
         self.register_buffer("init_kernel", delta)
         self.register_buffer("init_ker_map", torch.zeros(1, code_len))
