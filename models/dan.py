@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from bsrdata.models.registry import register_model
 
 VERSIONS = ("v1", "v2")
-# official ×4 setting-1 widths per version (BASELINES facts; the DAN papers' released configs)
+# official ×4 setting-1 widths per version (the released DAN v1 / v2 configurations; docs/baselines.md)
 OFFICIAL = {"v1": {"nb": 40, "ng": None}, "v2": {"nb": 10, "ng": 5}}
 PCA_SOURCES = ("gaussian", "file", "checkpoint")
 GRIDS = ("direct", "bicubic")

@@ -406,3 +406,15 @@ def test_bsr_bench_dan_ckpt(trained, capsys):
     prov = rows["dan"]["provenance"]
     assert prov["opts"] == {"align": "none"} and prov["model"]["name"] == "dan_v2"
     assert "kernel_target" in prov["adaptation"]
+
+
+def test_bsr_convert_cli(tmp_path, capsys):
+    from bsrdata.cli.main import main
+
+    torch.manual_seed(0)
+    src = create_model("dan_v2", **{k: v for k, v in TINY.items() if k not in ("loops", "pca_sigma_max")}, ng=1)
+    torch.save(_official_state(src), tmp_path / "danv2.pth")
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(tmp_path / "danv2.pth"), "--arch", "dan", "--variant", "v2", "--out", str(tmp_path / "c")])
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert "dan_v2" in capsys.readouterr().out and (tmp_path / "c" / "config.json").is_file()
