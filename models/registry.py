@@ -30,6 +30,8 @@ for _name, _module in (
     # baselines (docs/baselines.md): MANet
 
     # DAN
+    ("dan_v1", "bsrdata.models.dan"),
+    ("dan_v2", "bsrdata.models.dan"),
 
     # DCLS
 

@@ -47,6 +47,15 @@ TINY = {
     # MANet rows (tests/test_manet.py has the numerics)
 
     # DAN rows (tests/test_dan.py)
+    "dan_v1": ({"nf": 8, "nb": 2, "est_nf": 8, "est_blocks": 1, "kernel_size": 7, "code_len": 4, "loops": 2,
+                "pca_sigma_max": 2.0},
+               lambda: (_lr(2, 8, 8),), {},
+               {"sr": (2, 3, 32, 32), "code": (2, 4), "sr_all": (2, 2, 3, 32, 32), "code_all": (2, 2, 4)}),
+    "dan_v2": ({"nf": 8, "nb": 2, "ng": 2, "est_nf": 8, "est_blocks": 1, "kernel_size": 7, "code_len": 4,
+                "loops": 2, "pca_sigma_max": 2.0},
+               lambda: (_lr(2, 8, 8),), {},
+               {"sr": (2, 3, 32, 32), "code": (2, 4), "sr_all": (2, 2, 3, 32, 32), "code_all": (2, 2, 4),
+                "kernel": (2, 7, 7), "kernel_all": (2, 2, 7, 7)}),
 
     # DCLS rows (tests/test_dcls.py)
 

@@ -243,6 +243,7 @@ TASKS.declare("blind", "bsrdata.models.engine.task_sr:BlindTask")
 # baselines (docs/baselines.md): MANet
 
 # DAN
+TASKS.declare("dan", "bsrdata.models.engine.task_dan:DANTask")
 
 # DCLS
 
