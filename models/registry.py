@@ -32,6 +32,7 @@ for _name, _module in (
     # DAN
 
     # DCLS
+    ("dcls", "bsrdata.models.dcls"),
 
     # KOALAnet
 

@@ -245,6 +245,7 @@ TASKS.declare("blind", "bsrdata.models.engine.task_sr:BlindTask")
 # DAN
 
 # DCLS
+TASKS.declare("dcls", "bsrdata.models.engine.task_dcls:DCLSTask")
 
 # KOALAnet
 
