@@ -19,6 +19,9 @@ to 1 (divided by its sum: no softmax, negatives allowed).
 - :func:`dpcag` quirk: the official group skip "x + y" evaluates as y + y (the blocks update the list that
   holds x in place), so every group doubles its blocks' output; kept so released weights behave as trained.
 
+``img_residual`` ``bicubic`` (not official; the small CPU config only): SR = clamp(bicubic(LR) + the network's
+output), so a tiny network trained for minutes starts from bicubic.
+
 ``align`` (constructor default, ``super_resolve(lr, align=...)``, ``bsr bench --opt align=...``): ``none`` for
 networks trained on our ``direct`` grid (LR(i) = blurred HR(4i)); ``bicubic`` for the released weights, trained
 on MATLAB-bicubic pairs (LR(i) centred on HR 4i + 1.5): the SR is resampled 1.5 HR px (half-pixel cubic
@@ -131,24 +134,27 @@ def psf2otf(psf: torch.Tensor, size) -> torch.Tensor:
     return torch.fft.fft2(torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1)))
 
 
-def cls_deconv(feat: torch.Tensor, kernel: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
-    """The constrained least squares step on features.
-
-    ``feat`` (N, C, H, W); ``kernel`` (N, 1, k, k) (one per sample, odd k); ``smooth`` (N, C, 3, 3) the
-    per-sample, per-channel smoothness filter P. Each channel is replicate-padded by k, then
-    X = Re F⁻¹[conj(K̂)·F(x) / (|K̂|² + |P̂|²)] (no ε, no λ) and cropped back -> (N, C, H, W), float32 (the
-    FFTs run outside autocast).
-    """
-    k = kernel.shape[-1]
-    with torch.autocast(device_type=feat.device.type, enabled=False):
-        x = F.pad(feat.float(), (k, k, k, k), mode="replicate")
+def cls_fourier(x: torch.Tensor, kernel: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
+    """The Fourier step of the CLS filter on whole (circular) images: ``x`` (N, C, H, W), ``kernel``
+    (N, 1, k, k), ``smooth`` (N, C, 3, 3) -> Re F⁻¹[conj(K̂)·F(x) / (|K̂|² + |P̂|²)] (N, C, H, W), float32 (run
+    outside autocast), with K̂, P̂ from :func:`psf2otf`. No ε, no λ (as the paper)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
         size = x.shape[-2:]
         kf = psf2otf(kernel.float(), size)
         pf = psf2otf(smooth.float(), size)
         num = torch.conj(kf) * torch.fft.fft2(x)
         den = kf.real ** 2 + kf.imag ** 2 + pf.real ** 2 + pf.imag ** 2
-        out = torch.fft.ifft2(num / den).real
-    return out[..., k:-k, k:-k]
+        return torch.fft.ifft2(num / den).real
+
+
+def cls_deconv(feat: torch.Tensor, kernel: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
+    """The constrained least squares step on features: ``feat`` (N, C, H, W); ``kernel`` (N, 1, k, k) (one per
+    sample, odd k); ``smooth`` (N, C, 3, 3) the per-sample, per-channel smoothness filter P. Each channel is
+    replicate-padded by k, filtered by :func:`cls_fourier` and cropped back -> (N, C, H, W) float32."""
+    k = kernel.shape[-1]
+    x = F.pad(feat.float(), (k, k, k, k), mode="replicate")
+    return cls_fourier(x, kernel, smooth)[..., k:-k, k:-k]
 
 
 class CLS(nn.Module):
@@ -227,9 +233,11 @@ class Restorer(nn.Module):
     """(LR (N, 3, h, w), kernel (N, 1, k, k)) -> SR (N, 3, s·h, s·w) in [0, 1]."""
 
     def __init__(self, nf: int = 64, nb: int = 10, ng: int = 5, reduction: int = 4, res_blocks: int = 3,
-                 scale: int = 4):
+                 scale: int = 4, img_residual: str | None = None):
         super().__init__()
         nf2 = nf // reduction
+        self.scale = int(scale)
+        self.img_residual = img_residual
         self.conv_first = nn.Conv2d(3, nf, 3, padding=1)
         self.features = nn.Sequential(*[ResBlock(nf) for _ in range(res_blocks)])
         self.head1 = nn.Conv2d(nf, nf2, 3, padding=1)
@@ -246,7 +254,10 @@ class Restorer(nn.Module):
         for g in self.body:
             f2, f1 = g(f2, f1)
         f = self.fusion(torch.cat([f1, f2], 1)) + f
-        return self.upscale(f).clamp(0.0, 1.0)
+        out = self.upscale(f)
+        if self.img_residual == "bicubic":  # not official (small CPU configs only): a residual over bicubic
+            out = out + F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out.clamp(0.0, 1.0)
 
 
 def align_bicubic(sr: torch.Tensor) -> torch.Tensor:
@@ -269,7 +280,8 @@ class DCLS(nn.Module):
 
     def __init__(self, scale: int = 4, nf: int = 64, nb: int = 10, ng: int = 5, reduction: int = 4,
                  res_blocks: int = 3, est_nf: int | None = None, est_blocks: int = 3, latent: int = 256,
-                 kernel_size: int = 21, filters=None, kernel_hidden: int = 16, align: str = "none"):
+                 kernel_size: int = 21, filters=None, kernel_hidden: int = 16, align: str = "none",
+                 img_residual: str | None = None):
         super().__init__()
         for key, v in (("scale", scale), ("nf", nf), ("nb", nb), ("ng", ng), ("reduction", reduction),
                        ("latent", latent), ("kernel_hidden", kernel_hidden)):
@@ -280,14 +292,16 @@ class DCLS(nn.Module):
         if nf % reduction:
             raise ValueError(f"reduction {reduction} does not divide nf {nf}")
         if nf // reduction < reduction:
-            raise ValueError(f"nf // reduction ({nf // reduction}) must be >= reduction {reduction} (channel attention)")
+            raise ValueError(f"nf // reduction ({nf // reduction}) must be >= reduction {reduction}")
         if align not in ALIGNS:
             raise ValueError(f"align must be one of {', '.join(ALIGNS)}, got {align!r}")
         self.scale = int(scale)
         self.align = align
         self.kernel_size = int(kernel_size)
         self.estimator = Estimator(est_nf or nf, est_blocks, latent, kernel_size, filters, kernel_hidden)
-        self.restorer = Restorer(nf, nb, ng, reduction, res_blocks, scale)
+        if img_residual not in (None, "bicubic"):
+            raise ValueError(f"img_residual must be null or bicubic, got {img_residual!r}")
+        self.restorer = Restorer(nf, nb, ng, reduction, res_blocks, scale, img_residual)
 
     def forward(self, lr):
         kernel = self.estimator(lr)
