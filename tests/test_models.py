@@ -49,6 +49,9 @@ TINY = {
     # DAN rows (tests/test_dan.py)
 
     # DCLS rows (tests/test_dcls.py)
+    "dcls": ({"nf": 16, "nb": 1, "ng": 2, "reduction": 2, "res_blocks": 1, "est_blocks": 1, "latent": 8,
+              "kernel_size": 11, "kernel_hidden": 4}, lambda: (_lr(2, 8, 8),), {},
+             {"sr": (2, 3, 32, 32), "kernel": (2, 1, 11, 11)}),
 
     # KOALAnet rows (tests/test_koalanet.py)
 
