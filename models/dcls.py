@@ -226,7 +226,9 @@ class Estimator(nn.Module):
         return ker / ker.sum(dim=(2, 3), keepdim=True)
 
     def forward(self, lr):
-        return self.impulse_response(self.linear_weights(lr), lr.shape[0])
+        ws = self.linear_weights(lr)
+        with torch.autocast(device_type=lr.device.type, enabled=False):  # the products of 4 layers: float32
+            return self.impulse_response([w.float() for w in ws], lr.shape[0])
 
 
 class Restorer(nn.Module):
