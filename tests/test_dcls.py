@@ -218,6 +218,23 @@ def test_target_zeroize_negligible_by_hand():
     assert 0 < (got > 0).sum() < 81  # the small tails are zeroed
 
 
+def test_task_target_uses_the_dataset_grid():
+    rng = np.random.default_rng(4)
+    hr = rng.uniform(size=(1, 3, 64, 64))
+    k = np.zeros((11, 11))
+    k[5, 4:7] = [0.2, 0.5, 0.3]
+    k[6, 5] = 0.1
+    k /= k.sum()
+    task = get_task("dcls")
+    lr = _np_circular_blur(hr[..., 0::4, 0::4], k)  # direct grid: y_clean = HR[0::4, 0::4]
+    got = task.kernel_target(torch.tensor(lr), torch.tensor(hr), 11).numpy()[0, 0]
+    np.testing.assert_allclose(got, k, atol=1e-9)
+    task._direct = False  # a bicubic-built dataset: y_clean = the 4x4 block mean
+    lr = _np_circular_blur(hr.reshape(1, 3, 16, 4, 16, 4).mean(axis=(3, 5)), k)
+    got = task.kernel_target(torch.tensor(lr), torch.tensor(hr), 11).numpy()[0, 0]
+    np.testing.assert_allclose(got, k, atol=1e-9)
+
+
 def test_target_needs_a_patch_as_large_as_the_kernel():
     with pytest.raises(BsrError, match="smaller than the kernel"):
         lr_kernel_target(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), 11)

@@ -118,19 +118,24 @@ class DCLSTask(_SRTaskBase):
 
         return create_model("dcls", **model_kwargs(cfg["model"], build=True))
 
-    def training_step(self, model, batch, cfg=None):
+    @torch.no_grad()
+    def kernel_target(self, lr, hr, size: int, scale: int = 4, eps: float = 1e-20):
+        """K* of a batch: ``lr`` (N, 3, h, w), ``hr`` (N, 3, s·h, s·w) in [0, 1] -> (N, 1, size, size) float64;
+        y_clean = ``hr`` on the dataset's LR grid (``direct``: HR[0::s, 0::s]; else the s×s block mean)."""
         from bsrdata.models.kernels import lr_sites
 
+        grid = "direct" if getattr(self, "_direct", True) else "bicubic"
+        return lr_kernel_target(lr, lr_sites(hr, scale, grid), size, eps=eps)
+
+    def training_step(self, model, batch, cfg=None):
         batch, mask = self._augment(batch, cfg)
         out = model(batch["lr"])
         loss_cfg = (cfg or {}).get("loss", self.defaults["loss"])
         l_sr = _masked_l1(out["sr"], batch["hr"], mask)
         k_hat = out["kernel"].float()
         scale = int(getattr(self, "_scale", _unwrap(model).scale))
-        grid = "direct" if getattr(self, "_direct", True) else "bicubic"
-        with torch.no_grad():
-            target = lr_kernel_target(batch["lr"], lr_sites(batch["hr"], scale, grid), k_hat.shape[-1],
-                                      eps=float(loss_cfg["kernel_eps"])).to(k_hat.dtype)
+        target = self.kernel_target(batch["lr"], batch["hr"], k_hat.shape[-1], scale,
+                                    float(loss_cfg["kernel_eps"])).to(k_hat.dtype)
         l_k = F.l1_loss(k_hat, target)
         loss = float(loss_cfg["l1"]) * l_sr + float(loss_cfg["kernel"]) * l_k
         return loss, {"l1": float(l_sr.detach()), "kernel": float(l_k.detach())}
