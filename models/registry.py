@@ -34,6 +34,7 @@ for _name, _module in (
     ("dan_v2", "bsrdata.models.dan"),
 
     # DCLS
+    ("dcls", "bsrdata.models.dcls"),
 
     # KOALAnet
 

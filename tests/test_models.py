@@ -58,6 +58,9 @@ TINY = {
                 "kernel": (2, 7, 7), "kernel_all": (2, 2, 7, 7)}),
 
     # DCLS rows (tests/test_dcls.py)
+    "dcls": ({"nf": 16, "nb": 1, "ng": 2, "reduction": 2, "res_blocks": 1, "est_blocks": 1, "latent": 8,
+              "kernel_size": 11, "kernel_hidden": 4}, lambda: (_lr(2, 8, 8),), {},
+             {"sr": (2, 3, 32, 32), "kernel": (2, 1, 11, 11)}),
 
     # KOALAnet rows (tests/test_koalanet.py)
 

@@ -246,6 +246,7 @@ TASKS.declare("blind", "bsrdata.models.engine.task_sr:BlindTask")
 TASKS.declare("dan", "bsrdata.models.engine.task_dan:DANTask")
 
 # DCLS
+TASKS.declare("dcls", "bsrdata.models.engine.task_dcls:DCLSTask")
 
 # KOALAnet
 
