@@ -469,3 +469,20 @@ def test_train_into_a_locked_run_folder_is_refused(tmp_path, data):
         assert sorted(os.listdir(run)) == [".bsr-lock"]
     res = train(task, small_cfg(task, iterations=2, val_every=2), data, run, progress=False)
     assert res["iterations"] == 2 and not (run / ".bsr-lock").exists()
+
+
+def test_train_within_plans_from_the_steady_iterations(tmp_path, data):
+    import csv
+
+    from bsrdata.models.engine import budget
+
+    task = TinyTask()
+    cfg = small_cfg(task)
+    res, spi, spent, last = budget.train_within(task, cfg, str(data), str(tmp_path / "run"), 4.0, progress=False)
+    with open(tmp_path / "run" / "calibration" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == list(range(1, budget.CALIBRATION_ITERATIONS + 1))
+    k0, k1 = budget.CALIBRATION_SKIP, budget.CALIBRATION_ITERATIONS
+    e = {int(r["iteration"]): int(r["iteration"]) * float(r["sec_per_it"]) for r in rows}
+    assert spi == pytest.approx((e[k1] - e[k0]) / (k1 - k0))
+    assert cfg["train"]["iterations"] >= 10 and res["iterations"] >= 1 and os.path.isdir(last)
