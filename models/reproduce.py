@@ -154,14 +154,7 @@ def _train(run: Run, data, out, small, configs_dir, num_classes, device, progres
     user = load_user_config(path, _sets(run, out, num_classes, sets))
     user.setdefault("task", run.task)
     cfg = task.config(user, where=path)
-    import torch
-
-    threads = torch.get_num_threads()  # a run's train.threads must not carry over to the next run
-    try:
-        res = train(task, cfg, data, os.path.join(out, "runs", run.slug), resume=True, progress=progress,
-                    device=device)
-    finally:
-        torch.set_num_threads(threads)
+    res = train(task, cfg, data, os.path.join(out, "runs", run.slug), resume=True, progress=progress, device=device)
     return {"slug": run.slug, "task": run.task, "config": os.path.basename(path),
             "sets": list(run.sets) + list(sets), "iterations": res["iterations"]}
 

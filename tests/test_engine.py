@@ -486,3 +486,14 @@ def test_train_within_plans_from_the_steady_iterations(tmp_path, data):
     e = {int(r["iteration"]): int(r["iteration"]) * float(r["sec_per_it"]) for r in rows}
     assert spi == pytest.approx((e[k1] - e[k0]) / (k1 - k0))
     assert cfg["train"]["iterations"] >= 10 and res["iterations"] >= 1 and os.path.isdir(last)
+
+
+def test_train_threads_hold_for_the_run_only(tmp_path, data):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        task = TinyTask()
+        train(task, small_cfg(task, iterations=1, threads=1), data, tmp_path / "run", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

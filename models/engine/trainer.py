@@ -247,6 +247,7 @@ def train(task, cfg: dict, data_root, out_dir, resume: bool = True, *, progress:
     t = cfg["train"]
     last = os.path.join(out_dir, LAST)
     dist = Dist(device)  # --device checked before anything is read or written
+    threads = torch.get_num_threads()  # train.threads holds for this run only, not for what follows
     try:
         cfg = task.resolve(cfg)
         # one writer per run folder (rank 0 writes it; docs/pipeline.md, "Guarantees")
@@ -256,6 +257,7 @@ def train(task, cfg: dict, data_root, out_dir, resume: bool = True, *, progress:
                 torch.set_num_threads(int(t["threads"]))
             return _train(task, cfg, out_dir, last, start, dist, progress, stop_after, time_limit, state)
     finally:
+        torch.set_num_threads(threads)
         dist.close()
 
 
