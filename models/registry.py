@@ -34,6 +34,9 @@ for _name, _module in (
     # DCLS
 
     # KOALAnet
+    ("koalanet_ds", "bsrdata.models.koalanet"),
+    ("koalanet_us", "bsrdata.models.koalanet"),
+    ("koalanet", "bsrdata.models.koalanet"),
 
     # KernelGAN + ZSSR
 

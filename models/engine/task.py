@@ -247,6 +247,7 @@ TASKS.declare("blind", "bsrdata.models.engine.task_sr:BlindTask")
 # DCLS
 
 # KOALAnet
+TASKS.declare("koalanet", "bsrdata.models.engine.task_koalanet:KOALAnetTask")
 
 
 
