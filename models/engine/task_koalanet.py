@@ -42,7 +42,8 @@ def kernel_targets(blur_hr, d: int, p: int, max_coc: int, mode: str, scale: int 
     from bsrdata.models.kernels import gaussian_kernels, lr_sites, mean_kernel
     from bsrdata.models.koalanet import place_kernel
 
-    sig = lr_sites(blur_hr.reshape(blur_hr.shape[0], *blur_hr.shape[-2:]).float(), scale, downsample)
+    sig = blur_hr.reshape(blur_hr.shape[0], *blur_hr.shape[-2:])
+    sig = lr_sites(sig if sig.is_floating_point() else sig.float(), scale, downsample)
     if mode == "mean":
         k = place_kernel(mean_kernel(sig, max_coc), d, p)
         return k.reshape(k.shape[0], d * d)
@@ -63,6 +64,7 @@ class KOALAnetTask(_SRTaskBase):
                  "zoom": [1], "zoom_rule": "physical"},
         "loss": {"l1": 1.0, "l1_lr": 1.0, "kernel": 1.0, "kernel_loss": "mean"},
         "eval": {"crop_border": 0},
+        "adaptation": {},  # filled by resolve: the choices recorded with the checkpoint and the bench results
     }
     # official: Adam (TF defaults .9/.999), lr 1e-4, x0.1 at 80 % and 90 % of 200k updates, batch 8, LR 64
     train_defaults = {"lr": 1.0e-4, "betas": [0.9, 0.999], "batch_size": 8, "iterations": 200000,
@@ -116,6 +118,12 @@ class KOALAnetTask(_SRTaskBase):
 
         m = cfg["model"]
         m["name"] = STAGE_MODELS[m["stage"]]
+        cfg["adaptation"] = {
+            "stage": m["stage"], "window": m["d"], "placement": m["placement"],
+            "placement_note": ("window centred on HR 4i (our direct grid)" if m["placement"] == "centred"
+                               else "official TF SAME window, centre at HR 4i+1.5"),
+            "kernel_loss": cfg["loss"]["kernel_loss"], "kernel_target": "G_sigma of the dataset's max_coc window "
+            "at the LR sites, placed at HR 4i in the d window", "range": "[-1, 1] inside the network"}
         for stage, key in ((1, "ds_ckpt"), (2, "us_ckpt")):
             path = cfg["init"][key]
             if not path:
@@ -217,7 +225,8 @@ class KOALAnetTask(_SRTaskBase):
                 s = ds[i]
                 lr = s["lr"][None].to(dev)
                 x, h, w = _pad4(lr)
-                hr = F.pad(s["hr"][None].to(dev), (0, 4 * (x.shape[-1] - w), 0, 4 * (x.shape[-2] - h)), mode="replicate")
+                pad = (0, 4 * (x.shape[-1] - w), 0, 4 * (x.shape[-2] - h))
+                hr = F.pad(s["hr"][None].to(dev), pad, mode="replicate")
                 k = normalise_filters(net(_to_pm1(x)), net.d * net.d)
                 rec = ((net.reconstruct(_to_pm1(hr), k) + 1) / 2)[..., :h, :w].clamp(0, 1)
                 mse += float(((rec - lr) ** 2).mean())
