@@ -276,3 +276,65 @@ def test_config_errors_are_one_line():
                      ({"model": {"stage": 2, "name": "koalanet"}}, "does not fit")):
         with pytest.raises(BsrError, match=msg):
             t.config({"task": "koalanet", **bad})
+
+
+# ---------------------------------------------------------------------------------------- converter
+def _np_depth_to_space(x, r):
+    """TF depth_to_space on NHWC: out[n, h·r + a, w·r + b, c] = x[n, h, w, (a·r + b)·C + c]."""
+    n, h, w, cr = x.shape
+    c = cr // (r * r)
+    out = np.zeros((n, h * r, w * r, c))
+    for a in range(r):
+        for b in range(r):
+            out[:, a::r, b::r, :] = x[..., (a * r + b) * c:(a * r + b + 1) * c]
+    return out
+
+
+def test_d2s_permutation_matches_tf_depth_to_space():
+    from bsrdata.models.convert_koalanet import d2s_perm
+
+    rng = np.random.default_rng(4)
+    x_tf = rng.normal(size=(1, 3, 2, 8))  # NHWC, 8 channels in TF order
+    want = _np_depth_to_space(x_tf, 2)
+    ours = torch.from_numpy(x_tf).permute(0, 3, 1, 2)[:, torch.from_numpy(d2s_perm(8))]
+    got = torch.nn.functional.pixel_shuffle(ours, 2).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(got, want, atol=0)
+
+
+def test_convert_synthetic_npz_round_trip(tmp_path):
+    from bsrdata.errors import BsrError
+    from bsrdata.models import checkpoint
+    from bsrdata.models.convert_koalanet import D2S, convert, d2s_perm, tf_names
+
+    torch.manual_seed(1)
+    ref = create_model("koalanet")
+    own = ref.state_dict()
+    tf = {"global_step": np.array(7), "beta1_power": np.array(0.9, np.float32)}
+    for ours, scope in tf_names().items():
+        w = own[f"{ours}.weight"]
+        if ours in D2S:  # invert ours[o] = tf[perm[o]]
+            inv = np.argsort(d2s_perm(w.shape[0]))
+            w = w[torch.from_numpy(inv)]
+            b = own[f"{ours}.bias"][torch.from_numpy(inv)]
+        else:
+            b = own[f"{ours}.bias"]
+        tf[f"{scope}/kernel"] = w.permute(2, 3, 1, 0).numpy()  # OIHW -> HWIO
+        tf[f"{scope}/bias"] = b.numpy()
+        tf[f"{scope}/kernel/Adam"] = tf[f"{scope}/kernel"] * 0
+    assert len(tf_names()) * 2 == len(own)  # every tensor of ours has a TF variable
+    np.savez(tmp_path / "k.npz", **tf)
+    cfg = convert(str(tmp_path / "k.npz"), str(tmp_path / "out"))
+    assert cfg["model"]["placement"] == "official" and cfg["model"]["d"] == 20
+    got, _ = checkpoint.load(str(tmp_path / "out"))
+    for k, v in got.state_dict().items():
+        assert torch.equal(v, own[k]), k
+    # strict: a missing or an unexpected variable is one line, nothing written
+    del tf["SISR_DUF/conv2d_5/bias"]
+    np.savez(tmp_path / "bad.npz", **tf)
+    with pytest.raises(BsrError, match="SISR_DUF/conv2d_5/bias"):
+        convert(str(tmp_path / "bad.npz"), str(tmp_path / "o2"))
+    assert not (tmp_path / "o2").exists()
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "model.ckpt-1.index").write_bytes(b"")
+    with pytest.raises(BsrError, match="TensorFlow 1 checkpoint cannot be read here"):
+        convert(str(tmp_path / "ckpt"), str(tmp_path / "o3"))
