@@ -22,6 +22,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+CALIBRATION_ITERATIONS = 30
 
 
 def main(argv=None):
@@ -121,7 +122,8 @@ def main(argv=None):
 
 
 def _train_stage(train_within, task, cfg, data, out, budget):
-    """``train_within`` with the multistep milestones moved to 80 % / 90 % of the planned iterations."""
+    """``train_within`` with the multistep milestones moved to 80 % / 90 % of the planned iterations and a
+    longer calibration (:data:`CALIBRATION_ITERATIONS`)."""
     import bsrdata.models.engine.budget as budget_mod
 
     real_train = budget_mod.train
@@ -132,11 +134,15 @@ def _train_stage(train_within, task, cfg, data, out, budget):
             cfg_["train"]["milestones"] = [max(1, int(0.8 * n)), max(2, int(0.9 * n))]
         return real_train(task_, cfg_, *a, **k)
 
+    calib = budget_mod.CALIBRATION_ITERATIONS
     budget_mod.train = train
+    # 6 calibration iterations over-estimate the time per iteration ~3x here (start-up is in the average)
+    budget_mod.CALIBRATION_ITERATIONS = CALIBRATION_ITERATIONS
     try:
         return train_within(task, cfg, data, out, budget, progress=False)
     finally:
         budget_mod.train = real_train
+        budget_mod.CALIBRATION_ITERATIONS = calib
 
 
 if __name__ == "__main__":
