@@ -37,6 +37,9 @@ for _name, _module in (
     ("dcls", "bsrdata.models.dcls"),
 
     # KOALAnet
+    ("koalanet_ds", "bsrdata.models.koalanet"),
+    ("koalanet_us", "bsrdata.models.koalanet"),
+    ("koalanet", "bsrdata.models.koalanet"),
 
     # KernelGAN + ZSSR
 

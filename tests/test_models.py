@@ -63,6 +63,10 @@ TINY = {
              {"sr": (2, 3, 32, 32), "kernel": (2, 1, 11, 11)}),
 
     # KOALAnet rows (tests/test_koalanet.py)
+    "koalanet_ds": ({"d": 9, "ds_nf": 4, "placement": "centred"}, lambda: (_lr(2, 8, 8),), {}, (2, 81, 8, 8)),
+    "koalanet_us": ({"us_nf": 8, "nb": 2}, lambda: (_lr(),), {}, (2, 3, 32, 32)),
+    "koalanet": ({"d": 9, "ds_nf": 4, "us_nf": 8, "nb": 2, "n_koala": 1, "placement": "centred"}, lambda: (_lr(),), {},
+                 {"sr": (2, 3, 32, 32), "kernels": (2, 81, 8, 8)}),
 
     # KernelGAN / ZSSR rows (tests/test_kernelgan.py)
 

@@ -249,6 +249,7 @@ TASKS.declare("dan", "bsrdata.models.engine.task_dan:DANTask")
 TASKS.declare("dcls", "bsrdata.models.engine.task_dcls:DCLSTask")
 
 # KOALAnet
+TASKS.declare("koalanet", "bsrdata.models.engine.task_koalanet:KOALAnetTask")
 
 
 
