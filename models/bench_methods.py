@@ -178,7 +178,7 @@ BASELINES = {
     "manet": ("manet",),
     "dan": ("dan_v1", "dan_v2"),
     "dcls": ("dcls",),
-    "koalanet": ("koalanet",),
+    "koalanet": ("koalanet", "koalanet_us"),
 }
 
 
