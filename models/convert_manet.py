@@ -105,6 +105,48 @@ def official_to_ours(name: str, kind: str, est_nb: int = 1):
     return None if n is None else (n if kind == "manet_rrdb_sft" else f"restorer.{n}")
 
 
+def _block_official(rest: str):
+    m = re.match(r"^ma([12])\.(affine|convs)\.(\d+)\.(.+)$", rest)
+    if not m:
+        return None
+    res = "res.0" if m[1] == "1" else "res.2"
+    return f"{res}.fc{m[3]}.{m[4]}" if m[2] == "affine" else f"{res}.conv{m[3]}.{m[4]}"
+
+
+def ours_to_official(name: str, kind: str, est_nb: int = 1):
+    """The inverse of :func:`official_to_ours` (names in messages about missing tensors), or None."""
+    if name == "pca_matrix":
+        return name
+    if kind == "manet":
+        for ours, sub in (("estimator.", "manet_estimator"), ("restorer.", "manet_rrdb_sft")):
+            if name.startswith(ours):
+                return ours_to_official(name[len(ours):], sub, est_nb)
+        return None
+    if kind == "manet_estimator":
+        m = re.match(r"^(head|tail|down|up)\.(weight|bias)$", name)
+        if m:
+            part = {"head": "m_head", "tail": "m_tail", "down": f"m_down1.{est_nb}", "up": "m_up1.0"}[m[1]]
+            return f"kernel_estimation.{part}.{m[2]}"
+        m = re.match(r"^(down_blocks|body|up_blocks)\.(\d+)\.(.+)$", name)
+        b = _block_official(m[3]) if m else None
+        if b is None:
+            return None
+        j = int(m[2])
+        part = {"down_blocks": f"m_down1.{j}", "up_blocks": f"m_up1.{j + 1}",
+                "body": "m_body" if est_nb == 1 else f"m_body.{j}"}[m[1]]
+        return f"kernel_estimation.{part}.{b}"
+    m = re.match(r"^(head|trunk|tail)\.(weight|bias)$", name)
+    if m:
+        return f"{ {'head': 'conv_first', 'trunk': 'trunk_conv', 'tail': 'upsampler.0'}[m[1]]}.{m[2]}"
+    m = re.match(r"^blocks\.(\d+)\.sft\.(gamma|beta)\.(0|2)\.(weight|bias)$", name)
+    if m:
+        return f"RRDB_trunk.{m[1]}.SFT.{'mul' if m[2] == 'gamma' else 'add'}_conv{1 if m[3] == '0' else 2}.{m[4]}"
+    m = re.match(r"^blocks\.(\d+)\.dense\.(\d)\.convs\.(\d)\.(weight|bias)$", name)
+    if m:
+        return f"RRDB_trunk.{m[1]}.RDB{int(m[2]) + 1}.conv{int(m[3]) + 1}.{m[4]}"
+    return None
+
+
 def _shape(state, name, src, dims):
     t = state.get(name)
     if not isinstance(t, torch.Tensor) or t.dim() != dims:
@@ -184,6 +226,7 @@ def convert(src, out_dir, **options) -> dict:
     est_nb = kw.get("est_nb", 1)
     report, take = compare_state(state, model.state_dict(), rename=lambda k: official_to_ours(k, kind, est_nb))
     if not report.ok:  # names in the message are the file's own
+        report.missing = [ours_to_official(k, kind, est_nb) or k for k in report.missing]
         arch = ", ".join(f"{k} {v}" for k, v in kw.items() if k in ("kernel_size", "est_nf", "nf", "nb"))
         raise BsrError(f"{src}: weights do not fit {kind} ({arch}): {report.summary()}")
     model.load_state_dict(take, strict=True)
