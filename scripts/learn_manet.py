@@ -26,8 +26,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-CALIBRATION_ITERATIONS = 6
-BUDGET_SHARE = 0.9
+CALIBRATION_ITERATIONS = 8
+BUDGET_SHARE = 0.85
 
 
 def train_stage(task, cfg, data, out, budget_s):
@@ -43,7 +43,11 @@ def train_stage(task, cfg, data, out, budget_s):
     ccfg["data"]["val_split"] = None
     train(task, ccfg, data, os.path.join(out, "calibration"), resume=True, progress=False)
     with open(os.path.join(out, "calibration", "log.csv")) as f:
-        spi = float(list(csv.DictReader(f))[-1]["sec_per_it"])
+        rows = list(csv.DictReader(f))
+    # steady-state seconds per iteration: the log's sec_per_it is a running mean that includes start-up
+    tot = [float(r["sec_per_it"]) * int(r["iteration"]) for r in rows]
+    half = len(rows) // 2
+    spi = (tot[-1] - tot[half - 1]) / (int(rows[-1]["iteration"]) - int(rows[half - 1]["iteration"]))
     left = budget_s - (time.perf_counter() - t0)
     t = cfg["train"]
     n0, n = int(t["iterations"]), max(10, int(left * BUDGET_SHARE / spi))
@@ -83,7 +87,7 @@ def main(argv=None):
     ap.add_argument("--data", required=True, help="built dataset (or where --build puts it)")
     ap.add_argument("--build", action="store_true", help="build it first with `bsr build demo`")
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget of the three stages together")
-    ap.add_argument("--shares", default="0.35,0.35,0.3", help="fractions of --minutes for stages 1,2,3")
+    ap.add_argument("--shares", default="0.45,0.3,0.25", help="fractions of --minutes for stages 1,2,3")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", required=True, help="folder for the runs and the results")
     args = ap.parse_args(argv)
