@@ -28,6 +28,9 @@ for _name, _module in (
     ("blind_sr", "bsrdata.models.blind"),
     ("crestereo", "bsrdata.models.crestereo"),
     # baselines (docs/baselines.md): MANet
+    ("manet_estimator", "bsrdata.models.manet"),
+    ("manet_rrdb_sft", "bsrdata.models.manet"),
+    ("manet", "bsrdata.models.manet"),
 
     # DAN
     ("dan_v1", "bsrdata.models.dan"),

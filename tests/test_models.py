@@ -45,6 +45,11 @@ TINY = {
                   {"iters": 2, "return_all": True}, [(1, 2, 32, 32)] * 4),
     # ---------------------------------------------------------------- baselines (docs/baselines.md)
     # MANet rows (tests/test_manet.py has the numerics)
+    "manet_estimator": ({"kernel_size": 5, "est_nf": 16}, lambda: (_lr(2, 8, 6),), {}, (2, 25, 8, 6)),
+    "manet_rrdb_sft": ({"nf": 8, "nb": 1, "gc": 4, "code_length": 3, "kernel_size": 5, "pca_sigma_max": 2.0},
+                       lambda: (_lr(), torch.rand(2, 3, 8, 8)), {}, (2, 3, 32, 32)),
+    "manet": ({"kernel_size": 5, "est_nf": 16, "nf": 8, "nb": 1, "gc": 4, "code_length": 3, "pca_sigma_max": 2.0},
+              lambda: (_lr(),), {}, {"sr": (2, 3, 32, 32), "kernel": (2, 25, 8, 8)}),
 
     # DAN rows (tests/test_dan.py)
     "dan_v1": ({"nf": 8, "nb": 2, "est_nf": 8, "est_blocks": 1, "kernel_size": 7, "code_len": 4, "loops": 2,
@@ -75,6 +80,8 @@ TINY = {
 # Parameters that get no gradient by design: name prefix -> reason.
 NO_GRAD = {
     "blind_sr": {"cmos.": "freeze_cmos=True (stage 3 trains the SR network on a fixed, pretrained CMOS)"},
+    "manet": {"estimator.": "freeze_estimator=True (MANet stage 3 fine-tunes the restorer on the frozen stage-1 "
+                            "estimator, run under no_grad as the official code)"},
 }
 # Models whose gradients are only checked to exist (not to be non-zero), with the reason.
 GRAD_MAY_BE_ZERO = {

@@ -241,6 +241,7 @@ TASKS.declare("cmos", "bsrdata.models.engine.task_cmos:CMOSTask")
 TASKS.declare("rrdb-sft", "bsrdata.models.engine.task_sr:RRDBSFTTask")
 TASKS.declare("blind", "bsrdata.models.engine.task_sr:BlindTask")
 # baselines (docs/baselines.md): MANet
+TASKS.declare("manet", "bsrdata.models.engine.task_manet:ManetTask")
 
 # DAN
 TASKS.declare("dan", "bsrdata.models.engine.task_dan:DANTask")
