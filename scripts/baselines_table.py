@@ -42,8 +42,8 @@ def _learn(method, args):
     if not os.path.isfile(summary):
         cmd = [sys.executable, os.path.join(ROOT, "scripts", f"{name}.py"), "--data", args.data,
                "--minutes", str(args.minutes), "--out", out]
-        if method == "chain":
-            cmd += ["--cmos-minutes", str(args.minutes)]
+        if method == "chain":  # the CMOS trains on whole frames, the size it is scored on (docs/cmos.md)
+            cmd += ["--cmos-minutes", str(args.minutes), "--cmos-set", "data.crop=null"]
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, check=False, cwd=ROOT)
     if not os.path.isfile(summary):

@@ -36,6 +36,10 @@ def main(argv=None):
     ap.add_argument("--set", dest="sets", action="append", default=[], help="RRDB-SFT config override key=value")
     ap.add_argument("--cmos-ckpt", default=None, help="a CMOS checkpoint for the blind chain row")
     ap.add_argument("--cmos-minutes", type=float, default=0.0, help="train a small CMOS this long if no --cmos-ckpt")
+    ap.add_argument("--cmos-config", default=os.path.join(ROOT, "configs", "cmos_cpu_small.yaml"),
+                    help="config of that CMOS (cmos_cpu_small trains on 96x128 crops: build the dataset at that "
+                         "size, or pass --cmos-set data.crop=null for whole frames; docs/cmos.md \"Crop size\")")
+    ap.add_argument("--cmos-set", dest="cmos_sets", action="append", default=[], help="CMOS config override")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", required=True, help="folder for the runs and the results")
     args = ap.parse_args(argv)
@@ -70,9 +74,9 @@ def main(argv=None):
     cmos_ckpt, t_cmos, cmos_iters = args.cmos_ckpt, 0.0, None
     if cmos_ckpt is None and args.cmos_minutes > 0:
         ctask = get_task("cmos")
-        cuser = apply_overrides(read_yaml(os.path.join(ROOT, "configs", "cmos_cpu_small.yaml")),
-                                [f"model.num_classes={ncls}", f"train.threads={args.threads}"])
-        ccfg = ctask.config(cuser, where="configs/cmos_cpu_small.yaml")
+        cuser = apply_overrides(read_yaml(args.cmos_config),
+                                [f"model.num_classes={ncls}", f"train.threads={args.threads}"] + list(args.cmos_sets))
+        ccfg = ctask.config(cuser, where=args.cmos_config)
         cres, _, t_cmos, cmos_ckpt = train_within(ctask, ccfg, args.data, os.path.join(args.out, "cmos"),
                                                        args.cmos_minutes * 60.0)
         cmos_iters = cres["iterations"]
