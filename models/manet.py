@@ -322,9 +322,19 @@ class MANet(nn.Module):
     def super_resolve(self, lr: torch.Tensor, align=None) -> torch.Tensor:
         """RGB (N, 3, h, w) in [0, 1] -> SR (N, 3, s·h, s·w) in [0, 1]. ``align``: output shift in HR px
         (default: the checkpoint's ``output_shift``; 1.5 for the released weights on the direct grid)."""
-        d = self.output_shift if align is None else float(align)
+        from bsrdata.errors import BsrError
+
+        if align is None:
+            d = self.output_shift
+        elif isinstance(align, str) and align.strip().lower() == "none":
+            d = 0.0  # the raw output, as the other methods' align=none
+        else:
+            try:
+                d = float(align)
+            except (TypeError, ValueError):
+                d = float("nan")
         if not math.isfinite(d):
-            raise ValueError(f"align must be a finite number of HR px, got {align!r}")
+            raise BsrError(f"--opt align: must be none or a shift in HR px (e.g. 1.5), got {align!r}")
         sr = self.forward(lr)["sr"]
         if d:
             sr = _shift(sr, d)

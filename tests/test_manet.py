@@ -425,3 +425,15 @@ def test_convert_refuses_a_faulty_file_in_one_line(tmp_path, fault):
     torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(BsrError, match="not a MANet state dict"):
         convert(tmp_path / "other.pth", "manet", tmp_path / "out")
+
+
+def test_align_option_none_number_and_bad_value():
+    from bsrdata.errors import BsrError
+
+    torch.manual_seed(0)
+    m = create_model("manet", **TINY_EST, **{k: v for k, v in TINY_SR.items() if k != "kernel_size"}).eval()
+    lr = torch.rand(1, 3, 8, 8)
+    assert torch.equal(m.super_resolve(lr, align="none"), m.super_resolve(lr, align=0))
+    assert not torch.equal(m.super_resolve(lr, align=1.5), m.super_resolve(lr, align="none"))
+    with pytest.raises(BsrError, match="--opt align"):
+        m.super_resolve(lr, align="bicubic")
