@@ -2,8 +2,8 @@
 
     python scripts/learn_manet.py --data out/demo --minutes 10 --out out/learn_manet [--build]
 
-Trains ``configs/manet_small_s1.yaml`` (estimator), ``manet_small_s2.yaml`` (restorer on the true per-pixel
-codes) and ``manet_small_s3.yaml`` (restorer fine-tuned on the frozen estimator's kernels) for the shares
+Trains ``configs/manet_small_stage1.yaml`` (estimator), ``manet_small_stage2.yaml`` (restorer on the true per-pixel
+codes) and ``manet_small_stage3.yaml`` (restorer fine-tuned on the frozen estimator's kernels) for the shares
 ``--shares`` of ``--minutes`` (each stage: a short calibration run sets the iteration count; the schedule's
 milestones / restart period are scaled to it), then scores with ``bsr bench``'s harness on test groups 1-5:
 ``bicubic`` and ``manet`` (the stage-3 checkpoint), and reports the Pearson correlation between the estimated
@@ -112,7 +112,7 @@ def main(argv=None):
     task = get_task("manet")
     stages, ckpts = {}, {}
     for s, share in zip((1, 2, 3), shares):
-        path = os.path.join(ROOT, "configs", f"manet_small_s{s}.yaml")
+        path = os.path.join(ROOT, "configs", f"manet_small_stage{s}.yaml")
         sets = [f"train.threads={args.threads}"]
         if s == 3:
             sets += [f"init.estimator_ckpt={ckpts[1]}", f"init.sr_ckpt={ckpts[2]}"]
@@ -145,7 +145,7 @@ def main(argv=None):
                "errors": bench.errors}
     total = sum(v["minutes"] for v in stages.values())
     md = [f"## MANet learning check (test groups {','.join(map(str, groups))})", "",
-          "Small MANet (configs/manet_small_s{1,2,3}.yaml; restorer with img_residual bicubic, not in the paper) "
+          "Small MANet (configs/manet_small_stage{1,2,3}.yaml; restorer with img_residual bicubic, not in the paper) "
           f"trained on the CPU ({args.threads} thread(s)) in {total:.1f} min: "
           + "; ".join(f"stage {s} {v['iterations']} it / {v['minutes']:.1f} min" for s, v in stages.items()) + ".",
           "", bench.markdown.strip(), "",

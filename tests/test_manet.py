@@ -213,7 +213,7 @@ def test_output_shift_moves_content_right_and_down():
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("name", [f"manet_{d}_s{s}" for d in ("nyuv2", "cityscapes", "small") for s in (1, 2, 3)])
+@pytest.mark.parametrize("name", [f"manet_{d}_stage{s}" for d in ("nyuv2", "cityscapes", "small") for s in (1, 2, 3)])
 def test_stage_configs_validate(name):
     from bsrdata.models.engine.config import read_yaml
     from bsrdata.models.engine.task import get_task
