@@ -36,6 +36,9 @@ for _name, _module in (
     # KOALAnet
 
     # KernelGAN + ZSSR
+    ("kernelgan_g", "bsrdata.models.kernelgan"),
+    ("kernelgan_d", "bsrdata.models.kernelgan"),
+    ("zssr", "bsrdata.models.zssr"),
 
 ):
     MODELS.declare(_name, _module)
