@@ -271,7 +271,7 @@ class KernelGANResult:
     stopped: str  # "done" | "time"
 
 
-def prepare_input(lr: np.ndarray, shave: int = 10, min_size: int = 26) -> np.ndarray:
+def prepare_input(lr: np.ndarray, shave: int = 10, min_size: int = 32) -> np.ndarray:
     """uint8 / float LR (H, W, 3) -> float32 (H', W', 3) in [-1, 1]: ``shave`` px off every border (the
     non-real setting; skipped when fewer than ``min_size`` px would remain), cropped to even size, and
     symmetric-padded up to ``min_size`` when smaller (tiny images)."""
