@@ -61,7 +61,8 @@ class KernelGenerator(nn.Module):
         """G's ×2 kernel (13, 13) float32 (differentiable): the flipped response to a unit impulse, i.e. the
         correlation kernel that G applies before keeping every second pixel."""
         p = KERNEL_SIZE - 1
-        y = F.pad(torch.ones(1, 1, 1, 1, device=self.layers[0].weight.device), (p, p, p, p))
+        w0 = self.layers[0].weight
+        y = F.pad(torch.ones(1, 1, 1, 1, device=w0.device, dtype=w0.dtype), (p, p, p, p))
         for conv in self.layers:
             y = F.conv2d(y, conv.weight)  # stride 1: the full impulse response
         return y[0, 0].flip(0, 1)

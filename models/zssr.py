@@ -90,13 +90,12 @@ def _symmetric_index(n: int, before: int, after: int) -> torch.Tensor:
 
 
 def downscale(x: torch.Tensor, k: torch.Tensor, sf: int) -> torch.Tensor:
-    """(N, C, H, W) correlated with ``k`` (S, S) centred at S//2, symmetric borders, sampled at
+    """(N, C, H, W) correlated with ``k`` (Sh, Sw) centred at (Sh//2, Sw//2), symmetric borders, sampled at
     (sf·i, sf·j) -> (N, C, ceil(H / sf), ceil(W / sf)). ``y[i] = Σ_u k[u] · x[sf·i + u − S//2]``."""
     n, c, h, w = x.shape
-    s = k.shape[-1]
-    lo, hi = s // 2, s - 1 - s // 2
-    xp = x.index_select(2, _symmetric_index(h, lo, hi).to(x.device))
-    xp = xp.index_select(3, _symmetric_index(w, lo, hi).to(x.device))
+    sh, sw = k.shape[-2:]
+    xp = x.index_select(2, _symmetric_index(h, sh // 2, sh - 1 - sh // 2).to(x.device))
+    xp = xp.index_select(3, _symmetric_index(w, sw // 2, sw - 1 - sw // 2).to(x.device))
     y = F.conv2d(xp.reshape(n * c, 1, *xp.shape[-2:]), k[None, None].to(x.dtype), stride=sf)
     return y.reshape(n, c, y.shape[-2], y.shape[-1])
 
