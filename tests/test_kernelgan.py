@@ -265,3 +265,13 @@ def test_bench_end_to_end_resumes(dataset, tmp_path, capsys, monkeypatch):
     code, out3, err = _run(argv + ["--opt", "align=direct"], capsys)  # reuses the raw SR, only shifts it
     assert code == 0, err
     assert len(calls) == 10 and len(out3.splitlines()) == len(out.splitlines()) + 1
+
+
+def test_align_direct_shifts_by_one_and_a_half_pixels():
+    from bsrdata.models.bench_kernelgan import shift_direct
+
+    yy, xx = np.mgrid[0:16, 0:20].astype(np.float64)
+    sr = np.stack([xx, yy, xx + yy], -1)
+    out = shift_direct(sr)  # out(p) = sr(p + 1.5): a linear ramp moves by 1.5 away from the edges
+    np.testing.assert_allclose(out[5:-6, 5:-6, 0], xx[5:-6, 5:-6] + 1.5, atol=2e-3)
+    np.testing.assert_allclose(out[5:-6, 5:-6, 1], yy[5:-6, 5:-6] + 1.5, atol=2e-3)
