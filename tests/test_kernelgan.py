@@ -190,6 +190,16 @@ def test_estimation_is_deterministic():
     assert a.k2.sum() == pytest.approx(1) and a.k4.sum() == pytest.approx(1)
 
 
+def test_zssr_is_deterministic_and_shaped():
+    lr = (np.random.default_rng(6).random((12, 16, 3)) * 255).astype(np.uint8)
+    k2 = kg.post_process_kernel(np.outer(*[np.exp(-(np.arange(13) - 6.0) ** 2 / 3)] * 2))
+    k4 = kg.analytic_x4(k2)
+    a = zs.super_resolve(lr, k2, k4, iters=3, seed=2, crop=16, width=4)
+    b = zs.super_resolve(lr, k2, k4, iters=3, seed=2, crop=16, width=4)
+    assert a.sr.shape == (48, 64, 3) and a.iterations == [3, 3] and a.sr.min() >= 0 and a.sr.max() <= 1
+    np.testing.assert_array_equal(a.sr, b.sr)
+
+
 def test_options_are_checked():
     from bsrdata.models.bench_kernelgan import make_method
 
