@@ -45,6 +45,9 @@ for _name, _module in (
     ("koalanet", "bsrdata.models.koalanet"),
 
     # KernelGAN + ZSSR
+    ("kernelgan_g", "bsrdata.models.kernelgan"),
+    ("kernelgan_d", "bsrdata.models.kernelgan"),
+    ("zssr", "bsrdata.models.zssr"),
 
 ):
     MODELS.declare(_name, _module)

@@ -74,6 +74,9 @@ TINY = {
                  {"sr": (2, 3, 32, 32), "kernels": (2, 81, 8, 8)}),
 
     # KernelGAN / ZSSR rows (tests/test_kernelgan.py)
+    "kernelgan_g": ({"width": 4}, lambda: (torch.rand(2, 3, 20, 20) * 2 - 1,), {}, (2, 3, 4, 4)),
+    "kernelgan_d": ({"width": 4, "blocks": 2}, lambda: (torch.rand(2, 3, 12, 12) * 2 - 1,), {}, (2, 1, 6, 6)),
+    "zssr": ({"width": 4, "depth": 3}, lambda: (torch.rand(1, 3, 8, 8),), {}, (1, 3, 8, 8)),
 
 }
 
