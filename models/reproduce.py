@@ -55,7 +55,19 @@ _CMOS = ("cmos_nyuv2.yaml", "cmos_demo.yaml")
 _SR = ("rrdb_sft_nyuv2.yaml", "rrdb_sft_demo.yaml")
 _SR_NOSEG = ("rrdb_sft_noseg_nyuv2.yaml", "rrdb_sft_demo.yaml")
 
+def _manet_runs(prefix: str, data: str) -> list:
+    """MANet's three stages on ``data`` (``main`` or ``iva``), run folders ``<prefix>_s1..3``."""
+    st = [(f"manet_nyuv2_stage{k}.yaml", f"manet_small_stage{k}.yaml") for k in (1, 2, 3)]
+    return [Run(f"{prefix}_s1", "manet", *st[0], data=data), Run(f"{prefix}_s2", "manet", *st[1], data=data),
+            Run(f"{prefix}_s3", "manet", *st[2], inits=(("init.estimator_ckpt", f"{prefix}_s1"),
+                                                          ("init.sr_ckpt", f"{prefix}_s2")), data=data)]
+
+
 TABLES = {
+    "table4": ("MANet trained on space-invariant blur only vs on NYUv2-BSR (paper Table 4)",
+               _manet_runs("t4_iva", "iva") + _manet_runs("t4_bsr", "main"),
+               [Row("MANet, all-IVA training", "sr", "t4_iva_s3", "manet"),
+                Row("MANet, NYUv2-BSR training", "sr", "t4_bsr_s3", "manet")]),
     "table5": ("GIA without the flow / channel / spatial parts (paper Table 5)", [
         Run("t5_none", "cmos", *_CMOS, _GIA_OFF),
         Run("t5_f", "cmos", *_CMOS, _GIA_OFF[1:]),
@@ -118,7 +130,7 @@ def plan(table: str, data: str, out: str, *, small: bool = False, configs_dir: s
     _, runs, rows = _spec(table)
     lines = []
     for r in runs:
-        d = data_iva if r.data == "iva" else data
+        d = (data_iva or "DATA_IVA") if r.data == "iva" else data
         argv = ["bsr", "train", r.task, "--data", d, "--config", _config_path(r, small, configs_dir),
                 "--out", os.path.join(out, "runs", r.slug), "--resume"]
         for s in _sets(r, out, num_classes, sets):

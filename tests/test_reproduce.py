@@ -43,6 +43,8 @@ def test_every_table_plans_and_uses_shipped_configs(tmp_path):
             assert sum(ln.startswith("bsr train") for ln in lines) == len(rp.TABLES[t][1])
     with pytest.raises(BsrError, match="unknown table 'table9'"):
         rp.plan("table9", "d", "o")
+    t4 = rp.plan("table4", "bsr", "o", small=True, data_iva="iva")
+    assert sum("--data iva " in ln for ln in t4) == 3 and "init.estimator_ckpt=o/runs/t4_iva_s1/last" in t4[2]
 
 
 def test_table8_and_table6_end_to_end(tmp_path, configs):
@@ -88,6 +90,8 @@ def test_cli_dry_run_and_bad_data(tmp_path, capsys, configs):
         assert not exc.code
     lines = capsys.readouterr().out.strip().splitlines()
     assert all("train.iterations=7" in ln for ln in lines if ln.startswith("bsr train"))
+    with pytest.raises(BsrError, match="--data-iva"):
+        rp.reproduce("table4", str(data), str(tmp_path / "o"), small=True, configs_dir=configs, log=lambda m: None)
     with pytest.raises(SystemExit) as exc:
         main(["reproduce", "table5", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     assert exc.value.code == 1
