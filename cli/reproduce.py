@@ -39,7 +39,8 @@ def reproduce(table, data, data_iva, out, small, configs_dir, device, sets, dry_
         from bsrdata.manifest import load_manifest
 
         n = load_manifest(data).num_classes
-        for line in rp.plan(table, data, out, small=small, configs_dir=cdir, num_classes=n, sets=sets, data_iva=data_iva):
+        for line in rp.plan(table, data, out, small=small, configs_dir=cdir, num_classes=n, sets=sets,
+                            data_iva=data_iva):
             click.echo(line)
         return
     res = rp.reproduce(table, data, out, small=small, configs_dir=cdir, device=device, sets=sets, data_iva=data_iva,
