@@ -12,10 +12,8 @@ in mIoU. Writes ``learn_cmos.json`` and ``learn_cmos.md`` in --out and prints th
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -23,6 +21,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from scripts import learncheck  # noqa: E402
 
 
 def train_statistics(data):
@@ -62,16 +62,7 @@ def constant_model(sigma, cls, num_classes):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="built dataset (or where --build puts it)")
-    ap.add_argument("--build", action="store_true", help="build it first with `bsr build demo`")
-    ap.add_argument("--train", type=int, default=200, help="--build: synthetic train frames")
-    ap.add_argument("--test", type=int, default=20, help="--build: synthetic test frames")
-    ap.add_argument("--size", default="240x320", help="--build: frame size HxW")
-    ap.add_argument("--minutes", type=float, default=15.0, help="training budget (calibration included)")
-    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "cmos_cpu_small.yaml"))
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
-    ap.add_argument("--out", required=True, help="folder for the run and the results")
+    ap = learncheck.parser(__doc__, minutes=15.0, config="cmos_cpu_small.yaml", train=200, test=20, threads=False)
     args = ap.parse_args(argv)
 
     import torch
@@ -82,12 +73,7 @@ def main(argv=None):
     from bsrdata.models.engine.task_cmos import CMOSTask, dataset_num_classes, evaluate_cmos
     from bsrdata.tables import eval_markdown as format_markdown
 
-    t0 = time.perf_counter()
-    if args.build and not os.path.isfile(os.path.join(args.data, "manifest.json")):
-        subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "build", "demo", "--out", args.data, "--train",
-                        str(args.train), "--test", str(args.test), "--size", args.size, "--workers", "2", "-q"],
-                       check=True, cwd=ROOT)
-    t_build = time.perf_counter() - t0
+    t_build = learncheck.build_if_asked(args)
     m = load_manifest(args.data)
     ncls = dataset_num_classes(m)
     task = CMOSTask()

@@ -14,15 +14,15 @@ bench tables in --out; the trained checkpoint is ``--out/dan/run/last``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from scripts import learncheck  # noqa: E402
 
 
 def kernel_check(ckpt, data, uids):
@@ -60,17 +60,7 @@ def kernel_check(ckpt, data, uids):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="built dataset (or where --build puts it)")
-    ap.add_argument("--build", action="store_true", help="build it first with `bsr build demo`")
-    ap.add_argument("--train", type=int, default=120, help="--build: synthetic train frames")
-    ap.add_argument("--test", type=int, default=15, help="--build: synthetic test frames")
-    ap.add_argument("--size", default="240x320", help="--build: frame size HxW")
-    ap.add_argument("--minutes", type=float, default=10.0, help="training budget (calibration included)")
-    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "dan_small.yaml"))
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--out", required=True, help="folder for the run and the results")
+    ap = learncheck.parser(__doc__, minutes=10.0, config="dan_small.yaml")
     args = ap.parse_args(argv)
 
     import torch
@@ -83,12 +73,7 @@ def main(argv=None):
     from bsrdata.models.engine.task import get_task
 
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    if args.build and not os.path.isfile(os.path.join(args.data, "manifest.json")):
-        subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "build", "demo", "--out", args.data, "--train",
-                        str(args.train), "--test", str(args.test), "--size", args.size, "--workers", "2", "-q"],
-                       check=True, cwd=ROOT)
-    t_build = time.perf_counter() - t0
+    t_build = learncheck.build_if_asked(args)
     m = load_manifest(args.data)
     os.makedirs(args.out, exist_ok=True)
 

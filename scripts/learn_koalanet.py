@@ -13,30 +13,24 @@ bicubic in PSNR-Y (average of the groups). Writes ``learn_koalanet.json`` / ``.m
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from scripts import learncheck  # noqa: E402
+
 CALIBRATION_ITERATIONS = 30
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="built dataset (or where --build puts it)")
-    ap.add_argument("--build", action="store_true", help="build it first with `bsr build demo`")
-    ap.add_argument("--train", type=int, default=40, help="--build: synthetic train frames")
-    ap.add_argument("--test", type=int, default=16, help="--build: synthetic test frames")
-    ap.add_argument("--size", default="240x320", help="--build: frame size HxW")
-    ap.add_argument("--minutes", type=float, default=10.0, help="training budget of the three stages together")
+    ap = learncheck.parser(__doc__, minutes=10.0,
+                           minutes_help="training budget of the three stages together", train=40, test=16,
+                           sets_help="override for every stage key=value")
     ap.add_argument("--split", default="0.25,0.3,0.45", help="shares of the budget for stages 1,2,3")
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every stage key=value")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--out", required=True, help="folder for the runs and the results")
     args = ap.parse_args(argv)
 
     import torch
@@ -50,11 +44,7 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    if args.build and not os.path.isfile(os.path.join(args.data, "manifest.json")):
-        subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "build", "demo", "--out", args.data, "--train",
-                        str(args.train), "--test", str(args.test), "--size", args.size, "--workers", "2", "-q"],
-                       check=True, cwd=ROOT)
-    t_build = time.perf_counter() - t0
+    t_build = learncheck.build_if_asked(args)
     shares = [float(x) for x in args.split.split(",")]
     if len(shares) != 3 or min(shares) <= 0:
         ap.error("--split needs three positive shares")

@@ -16,16 +16,16 @@ separately). Writes ``learn_manet.json`` /
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from scripts import learncheck  # noqa: E402
 
 CALIBRATION_ITERATIONS = 8
 BUDGET_SHARE = 0.85
@@ -85,13 +85,9 @@ def sigma_correlation(ckpt, data) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="built dataset (or where --build puts it)")
-    ap.add_argument("--build", action="store_true", help="build it first with `bsr build demo`")
-    ap.add_argument("--minutes", type=float, default=10.0, help="training budget of the three stages together")
+    ap = learncheck.parser(__doc__, minutes=10.0,
+                           minutes_help="training budget of the three stages together", train=None, test=None)
     ap.add_argument("--shares", default="0.45,0.3,0.25", help="fractions of --minutes for stages 1,2,3")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--out", required=True, help="folder for the runs and the results")
     args = ap.parse_args(argv)
 
     import torch
@@ -103,9 +99,7 @@ def main(argv=None):
     from bsrdata.models.engine.task import get_task
 
     torch.set_num_threads(args.threads)
-    if args.build and not os.path.isfile(os.path.join(args.data, "manifest.json")):
-        subprocess.run([sys.executable, "-m", "bsrdata.cli.main", "build", "demo", "--out", args.data, "--workers",
-                        "2", "-q"], check=True, cwd=ROOT)
+    learncheck.build_if_asked(args)
     m = load_manifest(args.data)
     shares = [float(x) for x in args.shares.split(",")]
     os.makedirs(args.out, exist_ok=True)
