@@ -34,7 +34,7 @@ _BLOCK = [  # MABlock internals: official "res.{0|2}.fc{i}.{0|2}" / "res.{0|2}.c
     (re.compile(r"^res\.(0|2)\.conv(\d+)\.(weight|bias)$"),
      lambda m: f"ma{1 if m[1] == '0' else 2}.convs.{m[2]}.{m[3]}"),
 ]
-_SFT = {"mul_conv1": "gamma.0", "mul_conv2": "gamma.2", "add_conv1": "beta.0", "add_conv2": "beta.2"}
+_SFT = {"mul_conv1": "scale.0", "mul_conv2": "scale.2", "add_conv1": "shift.0", "add_conv2": "shift.2"}
 
 
 def _block(rest: str):
@@ -138,9 +138,9 @@ def ours_to_official(name: str, kind: str, est_nb: int = 1):
     m = re.match(r"^(head|trunk|tail)\.(weight|bias)$", name)
     if m:
         return f"{ {'head': 'conv_first', 'trunk': 'trunk_conv', 'tail': 'upsampler.0'}[m[1]]}.{m[2]}"
-    m = re.match(r"^blocks\.(\d+)\.sft\.(gamma|beta)\.(0|2)\.(weight|bias)$", name)
+    m = re.match(r"^blocks\.(\d+)\.sft\.(scale|shift)\.(0|2)\.(weight|bias)$", name)
     if m:
-        return f"RRDB_trunk.{m[1]}.SFT.{'mul' if m[2] == 'gamma' else 'add'}_conv{1 if m[3] == '0' else 2}.{m[4]}"
+        return f"RRDB_trunk.{m[1]}.SFT.{'mul' if m[2] == 'scale' else 'add'}_conv{1 if m[3] == '0' else 2}.{m[4]}"
     m = re.match(r"^blocks\.(\d+)\.dense\.(\d)\.convs\.(\d)\.(weight|bias)$", name)
     if m:
         return f"RRDB_trunk.{m[1]}.RDB{int(m[2]) + 1}.conv{int(m[3]) + 1}.{m[4]}"

@@ -48,6 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bsrdata.models.registry import register_model
+from bsrdata.models.rrdb_sft import DenseBlock, SFTLayer
 
 PCA_CHOICES = ("gaussian", "external")
 
@@ -146,43 +147,14 @@ def kernel_sigma(kernels: torch.Tensor, kernel_size: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ restorer
-class SFT(nn.Module):
-    """feat (N, nf, h, w), code (N, n, h, w) -> feat·sigmoid(γ) + β, branches on concat(feat, code)."""
-
-    def __init__(self, nf: int = 64, code_length: int = 15, hidden: int = 32):
-        super().__init__()
-        cin = nf + code_length
-        self.gamma = nn.Sequential(nn.Conv2d(cin, hidden, 3, padding=1), _lrelu(), nn.Conv2d(hidden, nf, 3, padding=1))
-        self.beta = nn.Sequential(nn.Conv2d(cin, hidden, 3, padding=1), _lrelu(), nn.Conv2d(hidden, nf, 3, padding=1))
-
-    def forward(self, feat, code):
-        x = torch.cat((feat, code), dim=1)
-        return feat * torch.sigmoid(self.gamma(x)) + self.beta(x)
-
-
-class RDB(nn.Module):
-    """Residual dense block: 5 convs, growth ``gc``, LReLU 0.2; x + 0.2·conv5(...) (PyTorch default init)."""
-
-    def __init__(self, nf: int = 64, gc: int = 32):
-        super().__init__()
-        self.convs = nn.ModuleList([nn.Conv2d(nf + i * gc, gc, 3, padding=1) for i in range(4)]
-                                   + [nn.Conv2d(nf + 4 * gc, nf, 3, padding=1)])
-        self.act = _lrelu()
-
-    def forward(self, x):
-        feats = [x]
-        for conv in self.convs[:-1]:
-            feats.append(self.act(conv(torch.cat(feats, dim=1))))
-        return x + 0.2 * self.convs[-1](torch.cat(feats, dim=1))
-
-
 class SFTBlock(nn.Module):
     """SFT then 3 RDBs; out = 0.2·RDBs(SFT(x, code)) + x."""
 
     def __init__(self, nf: int = 64, gc: int = 32, code_length: int = 15):
         super().__init__()
-        self.sft = SFT(nf, code_length)
-        self.dense = nn.Sequential(*[RDB(nf, gc) for _ in range(3)])
+        # the toolkit's SFT layer (on concat(feat, code)) and dense blocks, here with PyTorch's default init
+        self.sft = SFTLayer(nf, code_length, 32)
+        self.dense = nn.Sequential(*[DenseBlock(nf, gc, scaled_init=False) for _ in range(3)])
 
     def forward(self, x, code):
         return x + 0.2 * self.dense(self.sft(x, code))

@@ -55,14 +55,15 @@ class SFTLayer(nn.Module):
 
 
 class DenseBlock(nn.Module):
-    """Residual dense block: 5 convs with growth ``gc``; out = x + 0.2·conv5(...)."""
+    """Residual dense block: 5 convs with growth ``gc``; out = x + 0.2·conv5(...). ``scaled_init``: Kaiming
+    normal ×0.1, zero bias (ESRGAN / the public RRDB-SFT); False keeps PyTorch's default (MANet's restorer)."""
 
-    def __init__(self, nf: int = 64, gc: int = 32):
+    def __init__(self, nf: int = 64, gc: int = 32, scaled_init: bool = True):
         super().__init__()
         self.convs = nn.ModuleList(
             [nn.Conv2d(nf + i * gc, gc, 3, padding=1) for i in range(4)] + [nn.Conv2d(nf + 4 * gc, nf, 3, padding=1)]
         )
-        for conv in self.convs:
+        for conv in self.convs if scaled_init else ():
             nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
             conv.weight.data.mul_(0.1)
             nn.init.zeros_(conv.bias)

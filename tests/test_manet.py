@@ -349,8 +349,8 @@ OFFICIAL = [
     (r"\.affine\.(\d)\.", r".fc\1."), (r"(res\.\d)\.convs\.(\d)\.", r"\1.conv\2."),
     (r"^restorer\.", ""),
     (r"^head\.", "conv_first."), (r"^trunk\.", "trunk_conv."), (r"^tail\.", "upsampler.0."),
-    (r"^blocks\.", "RRDB_trunk."), (r"\.sft\.gamma\.0\.", ".SFT.mul_conv1."), (r"\.sft\.gamma\.2\.", ".SFT.mul_conv2."),
-    (r"\.sft\.beta\.0\.", ".SFT.add_conv1."), (r"\.sft\.beta\.2\.", ".SFT.add_conv2."),
+    (r"^blocks\.", "RRDB_trunk."), (r"\.sft\.scale\.0\.", ".SFT.mul_conv1."), (r"\.sft\.scale\.2\.", ".SFT.mul_conv2."),
+    (r"\.sft\.shift\.0\.", ".SFT.add_conv1."), (r"\.sft\.shift\.2\.", ".SFT.add_conv2."),
 ]
 
 
