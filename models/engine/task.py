@@ -120,6 +120,22 @@ def check_choice(v, key: str, where: str, choices) -> None:
         raise BsrError(f"{where}: {key} must be one of {', '.join(map(str, choices))}, got {v!r}")
 
 
+def init_model_config(path: str, key: str, where: str, allowed) -> dict:
+    """``config["model"]`` of the checkpoint that ``init.<key>`` names; BsrError when it does not exist or
+    holds another network than ``allowed`` (names)."""
+    import os
+
+    from bsrdata.models.checkpoint import read_config
+
+    if not os.path.exists(path):
+        raise BsrError(f"{path}: no such checkpoint (init.{key} in {where})")
+    mc = read_config(path)["model"]
+    allowed = tuple(allowed)
+    if mc.get("name") not in allowed:
+        raise BsrError(f"{path}: is a {mc.get('name')} checkpoint, init.{key} needs {' or '.join(allowed)}")
+    return mc
+
+
 class Task:
     """Base class; subclasses set ``name`` and ``defaults`` and implement the four methods.
 

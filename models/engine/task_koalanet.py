@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bsrdata.errors import BsrError
-from bsrdata.models.engine.task import check_choice, check_int, check_number
+from bsrdata.models.engine.task import check_choice, check_int, check_number, init_model_config
 from bsrdata.models.engine.task_sr import _check_sr_data, _masked_l1, _SRTaskBase, _unwrap
 
 STAGE_MODELS = {1: "koalanet_ds", 2: "koalanet_us", 3: "koalanet"}
@@ -114,7 +114,6 @@ class KOALAnetTask(_SRTaskBase):
     def resolve(self, cfg, where="config"):
         """Fills ``model.name`` from the stage; stage 3 checks that the init checkpoints are stage 1 / 2
         networks with the architecture of this config (reads their config.json)."""
-        from bsrdata.models.checkpoint import read_config
 
         m = cfg["model"]
         m["name"] = STAGE_MODELS[m["stage"]]
@@ -128,11 +127,7 @@ class KOALAnetTask(_SRTaskBase):
             path = cfg["init"][key]
             if not path:
                 continue
-            if not os.path.exists(path):
-                raise BsrError(f"{path}: no such checkpoint (init.{key} in {where})")
-            mc = read_config(path)["model"]
-            if mc.get("name") != STAGE_MODELS[stage]:
-                raise BsrError(f"{path}: is a {mc.get('name')} checkpoint, init.{key} needs {STAGE_MODELS[stage]}")
+            mc = init_model_config(path, key, where, (STAGE_MODELS[stage],))
             for k in ARCH_KEYS[stage]:
                 if mc.get(k) != m[k]:
                     raise BsrError(f"{path}: model.{k} is {mc.get(k)!r}, this config has {m[k]!r} (init.{key})")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from bsrdata.errors import BsrError
-from bsrdata.models.engine.task import check_choice, check_int, check_number
+from bsrdata.models.engine.task import check_choice, check_int, check_number, init_model_config
 from bsrdata.models.engine.task_sr import _check_sr_data, _SRTaskBase
 
 STAGE_MODEL = {1: "manet_estimator", 2: "manet_rrdb_sft", 3: "manet"}
@@ -174,7 +174,7 @@ class ManetTask(_SRTaskBase):
     def resolve(self, cfg, where="config"):
         """Keep only the stage's constructor keywords in ``model`` (with ``name``); fill ``pca_sigma_max``
         from the dataset manifest; stage 3: the architecture from the two checkpoints' config.json."""
-        from bsrdata.models.checkpoint import model_kwargs, read_config
+        from bsrdata.models.checkpoint import model_kwargs
 
         m = cfg["model"]
         if m.get("stage") is None:  # already resolved
@@ -186,11 +186,7 @@ class ManetTask(_SRTaskBase):
                                "e.g. --set init.estimator_ckpt=RUN1/last --set init.sr_ckpt=RUN2/last")
             for key, want in (("estimator_ckpt", "manet_estimator"), ("sr_ckpt", "manet_rrdb_sft")):
                 path = cfg["init"][key]
-                if not os.path.exists(path):
-                    raise BsrError(f"{path}: no such checkpoint (init.{key} in {where})")
-                mc = read_config(path)["model"]
-                if mc["name"] != want:
-                    raise BsrError(f"{path}: is a {mc['name']} checkpoint, init.{key} needs {want}")
+                mc = init_model_config(path, key, where, (want,))
                 kw = model_kwargs(mc)
                 if "kernel_size" in kw and key == "sr_ckpt" and kw["kernel_size"] != m["kernel_size"]:
                     raise BsrError(f"{path}: kernel_size {kw['kernel_size']}, the estimator "

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from bsrdata.dataset import dihedral
 from bsrdata.errors import BsrError
-from bsrdata.models.engine.task import Task, check_choice, check_int, check_number
+from bsrdata.models.engine.task import Task, check_choice, check_int, check_number, init_model_config
 
 SR_MODELS = ("rrdb_sft", "rrdb_sft_noseg")
 SR_SCALES = (2, 3, 4)  # PixelShuffle factors the SR head supports (the datasets here are built at 4)
@@ -291,18 +291,13 @@ class BlindTask(_SRTaskBase):
     def resolve(self, cfg, where="config"):
         """Fills the chain's architecture (model.cmos/sr, *_kw, num_classes) from the stage-1/2 checkpoints'
         config.json, so the saved chain rebuilds without them. Reads only those files; returns ``cfg``."""
-        from bsrdata.models.checkpoint import model_kwargs, read_config
+        from bsrdata.models.checkpoint import model_kwargs
 
         for part, key in (("cmos", "cmos_ckpt"), ("sr", "sr_ckpt")):
             path = cfg["init"][key]
             if not path:
                 continue
-            if not os.path.exists(path):
-                raise BsrError(f"{path}: no such checkpoint (init.{key} in {where})")
-            mc = read_config(path)["model"]
-            allowed = ("cmos", "cmos_blur") if part == "cmos" else SR_MODELS
-            if mc["name"] not in allowed:
-                raise BsrError(f"{path}: is a {mc['name']} checkpoint, init.{key} needs {' or '.join(allowed)}")
+            mc = init_model_config(path, key, where, ("cmos", "cmos_blur") if part == "cmos" else SR_MODELS)
             kw = model_kwargs(mc)
             n = kw.pop("num_classes", None)
             cfg["model"][part] = mc["name"]
