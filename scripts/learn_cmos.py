@@ -12,7 +12,6 @@ in mIoU. Writes ``learn_cmos.json`` and ``learn_cmos.md`` in --out and prints th
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -111,13 +110,8 @@ def main(argv=None):
           f"Blur PSNR gain {gain:+.2f} dB (need >= 3): {'PASS' if ok_blur else 'FAIL'}; "
           f"mIoU above majority class: {'PASS' if ok_seg else 'FAIL'}.", "",
           "Per group (CMOS small):", "", format_markdown(rows_model)]
-    text = "\n".join(md)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "learn_cmos.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
-    with open(os.path.join(args.out, "learn_cmos.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    learncheck.write_summary(args.out, "learn_cmos", summary, md)
     return 0 if (ok_blur and ok_seg) else 1
 
 

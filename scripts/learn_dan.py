@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -85,9 +84,7 @@ def main(argv=None):
     groups = sorted(int(g) for g in m.groups)
     data = bm.BenchData(args.data, groups)
     methods = [bm.get_method("bicubic"), bm.get_method("dan", ckpt=ckpt, device="cpu")]
-    t2 = time.perf_counter()
-    bench = bm.run_bench(data, methods, os.path.join(args.out, "bench"), fresh=True)
-    t_bench = time.perf_counter() - t2
+    bench, t_bench = learncheck.bench(data, methods, args.out)
     rows = {r["label"]: r for r in bench.rows}
     if "bicubic" not in rows or "dan" not in rows:
         print("\n".join(bench.errors), file=sys.stderr)
@@ -119,12 +116,7 @@ def main(argv=None):
           f"Kernel code L1 on {kern['images']} test images: estimate {kern['code_l1_estimate']:.4f}, initial delta "
           f"{kern['code_l1_delta']:.4f}; sigma-hat (nearest Gaussian code) vs the image's mean sigma: correlation "
           f"{kern['sigma_hat_corr']:.3f}, MAE {kern['sigma_hat_mae']:.2f} px."]
-    text = "\n".join(md)
-    from bsrdata.fileio import write_json_atomic, write_text_atomic
-
-    write_json_atomic(os.path.join(args.out, "learn_dan.json"), summary, indent=2, default=float)
-    write_text_atomic(os.path.join(args.out, "learn_dan.md"), text + "\n")
-    print(text)
+    learncheck.write_summary(args.out, "learn_dan", summary, md)
     return 0 if ok else 1
 
 

@@ -12,10 +12,8 @@ the groups). Writes ``learn_dcls.json`` / ``learn_dcls.md`` and the bench tables
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -59,9 +57,7 @@ def main(argv=None):
     groups = sorted(int(g) for g in m.groups)
     data = bm.BenchData(args.data, groups)
     methods = [bm.get_method("bicubic"), bm.get_method("dcls", ckpt=ckpt, device="cpu")]
-    t2 = time.perf_counter()
-    bench = bm.run_bench(data, methods, os.path.join(args.out, "bench"), fresh=True)
-    t_bench = time.perf_counter() - t2
+    bench, t_bench = learncheck.bench(data, methods, args.out)
     rows = {r["label"]: r for r in bench.rows}
     if "bicubic" not in rows or "dcls" not in rows:
         print("\n".join(bench.errors), file=sys.stderr)
@@ -84,12 +80,7 @@ def main(argv=None):
           + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()) + ".", "",
           bench.markdown.strip(), "",
           f"DCLS - bicubic: {gain:+.2f} dB PSNR-Y (need > 0): {'PASS' if ok else 'FAIL'}. Checkpoint: {ckpt}"]
-    text = "\n".join(md)
-    with open(os.path.join(args.out, "learn_dcls.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
-    with open(os.path.join(args.out, "learn_dcls.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    learncheck.write_summary(args.out, "learn_dcls", summary, md)
     return 0 if ok else 1
 
 

@@ -79,9 +79,7 @@ def main(argv=None):
     groups = sorted(int(g) for g in m.groups)
     data = bm.BenchData(args.data, groups)
     methods = [bm.get_method("bicubic"), bm.get_method("koalanet", ckpt=ckpts[3], device="cpu")]
-    t2 = time.perf_counter()
-    bench = bm.run_bench(data, methods, os.path.join(args.out, "bench"), fresh=True)
-    t_bench = time.perf_counter() - t2
+    bench, t_bench = learncheck.bench(data, methods, args.out)
     rows = {r["label"]: r for r in bench.rows}
     if "bicubic" not in rows or "koalanet" not in rows:
         print("\n".join(bench.errors), file=sys.stderr)
@@ -102,12 +100,7 @@ def main(argv=None):
           f"{s1['kernel_l1']:.2e}.", "", bench.markdown.strip(), "",
           f"KOALAnet - bicubic: {gain:+.2f} dB PSNR-Y (need > 0): {'PASS' if ok else 'FAIL'}. "
           f"Checkpoint: {ckpts[3]}"]
-    text = "\n".join(md)
-    with open(os.path.join(args.out, "learn_koalanet.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
-    with open(os.path.join(args.out, "learn_koalanet.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    learncheck.write_summary(args.out, "learn_koalanet", summary, md)
     return 0 if ok else 1
 
 

@@ -120,9 +120,7 @@ def main(argv=None):
     groups = sorted(int(g) for g in m.groups)
     data = bm.BenchData(args.data, groups)
     methods = [bm.get_method("bicubic"), bm.get_method("manet", ckpt=ckpts[3], device="cpu")]
-    t2 = time.perf_counter()
-    bench = bm.run_bench(data, methods, os.path.join(args.out, "bench"), fresh=True)
-    t_bench = time.perf_counter() - t2
+    bench, t_bench = learncheck.bench(data, methods, args.out)
     rows = {r["label"]: r for r in bench.rows}
     if "bicubic" not in rows or "manet" not in rows:
         print("\n".join(bench.errors), file=sys.stderr)
@@ -150,12 +148,7 @@ def main(argv=None):
           f"kernel L1 {corr['kernel_l1']:.3f}.",
           f"SR: {'PASS' if ok else 'FAIL'} (needs MANet > bicubic). σ̂ follows σ: {'yes' if sigma_ok else 'no'} "
           f"(pooled r >= {SIGMA_R}). Checkpoint: {ckpts[3]}"]
-    text = "\n".join(md)
-    with open(os.path.join(args.out, "learn_manet.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
-    with open(os.path.join(args.out, "learn_manet.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    learncheck.write_summary(args.out, "learn_manet", summary, md)
     return 0 if ok else 1
 
 

@@ -13,10 +13,8 @@ Writes ``learn_sr.json`` / ``learn_sr.md`` and the bench tables in --out and pri
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -73,9 +71,7 @@ def main(argv=None):
     methods = [bm.get_method("bicubic"), bm.get_method("oracle", ckpt=sr_ckpt, device="cpu")]
     if cmos_ckpt:
         methods.append(bm.get_method("CMOS+RRDB-SFT=cmos+rrdb_sft", ckpt=sr_ckpt, cmos_ckpt=cmos_ckpt, device="cpu"))
-    t2 = time.perf_counter()
-    bench = bm.run_bench(data, methods, os.path.join(args.out, "bench"), fresh=True)
-    t_bench = time.perf_counter() - t2
+    bench, t_bench = learncheck.bench(data, methods, args.out)
     rows = {r["label"]: r for r in bench.rows}
     if "bicubic" not in rows or "oracle" not in rows:
         print("\n".join(bench.errors), file=sys.stderr)
@@ -103,12 +99,7 @@ def main(argv=None):
         cg = rows["CMOS+RRDB-SFT"]["avg"]["psnr"] - rows["bicubic"]["avg"]["psnr"]
         md.append(f"Blind chain - bicubic: {cg:+.2f} dB PSNR-Y.")
         summary["chain_gain_db"] = cg
-    text = "\n".join(md)
-    with open(os.path.join(args.out, "learn_sr.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
-    with open(os.path.join(args.out, "learn_sr.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    learncheck.write_summary(args.out, "learn_sr", summary, md)
     return 0 if ok else 1
 
 

@@ -50,3 +50,24 @@ def build_if_asked(args) -> float:
             cmd += ["--test", str(args.test)]
         subprocess.run(cmd, check=True, cwd=ROOT)
     return time.perf_counter() - t0
+
+
+def bench(data, methods, out) -> tuple:
+    """Score ``methods`` on ``data`` (a BenchData) afresh in ``out/bench`` -> (BenchResult, seconds)."""
+    from bsrdata import benchmark as bm
+
+    t0 = time.perf_counter()
+    res = bm.run_bench(data, methods, os.path.join(out, "bench"), fresh=True)
+    return res, time.perf_counter() - t0
+
+
+def write_summary(out, name: str, summary: dict, md_lines) -> str:
+    """Write ``out/<name>.json`` (``summary``) and ``out/<name>.md`` (the lines) atomically, print the Markdown
+    and return it."""
+    from bsrdata.fileio import write_json_atomic, write_text_atomic
+
+    text = "\n".join(md_lines)
+    write_json_atomic(os.path.join(out, f"{name}.json"), summary, indent=2, default=float)
+    write_text_atomic(os.path.join(out, f"{name}.md"), text + "\n")
+    print(text)
+    return text
