@@ -133,11 +133,12 @@ def _loader_batches(root, crop, batch, workers, device, seed=0):
     import torch
 
     from bsrdata.dataset import BSRDataset, collate, to_float
+    from bsrdata.loader import RingLoader
 
     ds = BSRDataset(root, "train", crop=crop, hflip=True, output="uint8", seed=seed)
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                     collate_fn=collate, pin_memory=device.type == "cuda", drop_last=True,
-                                     persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+    dl = RingLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate,
+                    pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+                    generator=torch.Generator().manual_seed(seed))
 
     def gen():
         while True:

@@ -13,3 +13,4 @@ def test_perf_loader_tiny(tmp_path):
                     "--city-size", "64x128", "--city-items", "2", "--json", str(tmp_path / "r.json")])
     assert set(res["nyuv2_bytes_per_item"]) == {"format1", "format2"}
     assert res["ratio_new_over_old"]["1"]["median"] > 0 and (tmp_path / "r.json").exists()
+    assert res["ratio_ring_over_old"]["1"]["median"] > 0 and res["crop192_ring_ratio"]["median"] > 0

@@ -240,6 +240,9 @@ class Task:
 
         return collate(items)
 
+    # bsrdata.dataset.COLLATE_KEYS (tests/test_loader.py checks): the trainer's RingLoader stacks them itself
+    collate.ring_keys = ("lr", "hr", "blur", "seg", "key", "invariant")
+
     def training_step(self, model, batch: dict, cfg: dict | None = None):
         """Forward + loss on a batch already on the device -> ``(loss tensor, {name: float})``."""
         raise NotImplementedError

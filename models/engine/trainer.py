@@ -27,10 +27,11 @@ import shutil
 import time
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from bsrdata.errors import BsrError
 from bsrdata.fileio import replace_dir, write_json_atomic
+from bsrdata.loader import RingLoader, batch_bytes
 from bsrdata.lock import folder_lock
 from bsrdata.models import checkpoint
 
@@ -121,6 +122,11 @@ class _EpochIndexed(Dataset):
         if hasattr(self.ds, "set_epoch"):
             self.ds.set_epoch(epoch)
         return self.ds[i]
+
+    def item_nbytes(self) -> int:
+        from bsrdata.loader import item_nbytes
+
+        return item_nbytes(self.ds)
 
 
 class StreamSampler(Sampler):
@@ -361,9 +367,11 @@ def _train(task, cfg, out_dir, last, start, dist, progress, stop_after=0, time_l
                            f"({first[:200]})") from None
     sampler = StreamSampler(len(dataset), per_rank, int(t["seed"]), dist.rank, dist.world, start)
     workers = int(t["workers"])
-    loader = DataLoader(_EpochIndexed(dataset), batch_sampler=sampler, num_workers=workers,
-                        collate_fn=task.collate, pin_memory=dist.device.type == "cuda",
-                        persistent_workers=False, prefetch_factor=2 if workers else None)
+    indexed = _EpochIndexed(dataset)
+    loader = RingLoader(indexed, batch_sampler=sampler, num_workers=workers, collate_fn=task.collate,
+                        pin_memory=dist.device.type == "cuda", persistent_workers=False,
+                        prefetch_factor=2 if workers else None,
+                        slot_bytes=batch_bytes(indexed, per_rank) if workers else None)
     total = int(t["iterations"])
     end = min(total, start + int(stop_after)) if stop_after else total
     if start >= end:
