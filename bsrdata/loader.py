@@ -18,7 +18,8 @@ mapping). ``loader.ring_stats()`` counts ring and fallback batches.
 
 Slots hold ``slot_bytes`` each (default: ``batch_size`` × the bytes of item 0, from the dataset's
 ``item_nbytes()`` when it has one, else by reading item 0 once in the main process). The default
-``slots`` is ``num_workers × (prefetch_factor + 1) + 2``. Linux only (other systems: plain DataLoader).
+``slots`` is ``num_workers × prefetch_factor + 2`` (the batches torch keeps in flight, plus the caller's
+current and previous one); e.g. 6 slots of 20 MB for 480×640 uint8 items, batch 8, 2 workers. Linux only (other systems: plain DataLoader).
 """
 
 from __future__ import annotations
@@ -339,8 +340,8 @@ class RingLoader(DataLoader):
                 raise ValueError("RingLoader: give slot_bytes when the batch sampler has no batch_size")
             slot_bytes = batch_bytes(dataset, per_batch)
         prefetch = kwargs.get("prefetch_factor") or 2
-        if slots is None:
-            slots = workers * (prefetch + 1) + 2
+        if slots is None:  # the batches in flight, plus the caller's current and previous one
+            slots = workers * prefetch + 2
         self._ring = BatchRing(slots, slot_bytes)
         wrapped = _RingDataset(dataset, self._ring, collate_fn)
         super().__init__(wrapped, batch_size, collate_fn=_as_is, **kwargs)
