@@ -429,23 +429,62 @@ def build_dataset(source, out_dir, cfg, seed: int = 0, workers: int = 1, shard_s
     # one writer per folder; the slices of one plan may share it (docs/pipeline.md, "Guarantees")
     share = None if n_part == 1 else (plan_id, f"{k_part}/{n_part}")
     with folder_lock(out, "build" if n_part == 1 else f"build --shard {k_part}/{n_part}", share=share):
-        return _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, progress, with_depth,
-                             k_part, n_part, t0, splits, plan, jobs, attrs, src_name, plan_id, source_files,
-                             mp_context, status, frac)
+        run = _BuildRun(source=source, out=out, cfg=cfg, seed=int(seed), workers=workers, shard_size=shard_size,
+                        limit=limit, recipe=recipe, with_depth=bool(with_depth), k_part=k_part, n_part=n_part,
+                        t0=t0, splits=splits, plan=plan, jobs=jobs, attrs=attrs, src_name=src_name,
+                        src_options=src_options, plan_id=plan_id, source_files=source_files, frac=frac)
+        return _build_locked(run, progress, status, mp_context)
 
 
-def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, progress, with_depth,
-                  k_part, n_part, t0, splits, plan, jobs, attrs, src_name, plan_id, source_files, mp_context,
-                  status, frac):
-    from bsrdata import GENERATOR_VERSION
-    from bsrdata.plan import DEFAULT_INVARIANT_FRACTION
+@dataclasses.dataclass
+class _BuildRun:
+    """Everything one (slice of a) build decided before rendering: checked options, plan, shard jobs."""
 
-    src_options = source.options() if hasattr(source, "options") else {}
-    mname = NAME if n_part == 1 else part_manifest_name(k_part, n_part)
-    mpath = os.path.join(out, mname)
+    source: object
+    out: str
+    cfg: object
+    seed: int
+    workers: int
+    shard_size: int
+    limit: object
+    recipe: object
+    with_depth: bool
+    k_part: int
+    n_part: int
+    t0: float
+    splits: dict
+    plan: object
+    jobs: list
+    attrs: dict
+    src_name: str
+    src_options: dict
+    plan_id: str
+    source_files: object
+    frac: object
+
+    @property
+    def manifest_name(self) -> str:
+        return NAME if self.n_part == 1 else part_manifest_name(self.k_part, self.n_part)
+
+    @property
+    def mine(self) -> list:
+        """This slice's shard jobs."""
+        return [j for j in self.jobs if j.index % self.n_part == self.k_part - 1]
+
+
+def _build_locked(run, progress, status, mp_context):
+    mpath = os.path.join(run.out, run.manifest_name)
     if os.path.exists(mpath):
         os.remove(mpath)  # a rebuild in progress must never look complete
-    mine = [j for j in jobs if j.index % n_part == k_part - 1]
+    results, n_pool, n_todo = _render_pending(run, progress, status, mp_context)
+    return _write_manifest(run, results, n_pool, n_todo)
+
+
+def _render_pending(run, progress, status, mp_context):
+    """Render this slice's shards that are not already on disk and whole -> ({job index: entry}, pool size,
+    shards rendered)."""
+    out, cfg, workers = run.out, run.cfg, run.workers
+    mine = run.mine
     total = sum(len(j.items) for j in mine)
 
     done = [0]
@@ -464,8 +503,8 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
             done[0] += len(j.items)  # shown with the first progress call below
         else:
             todo.append(j)
-    ctx = {"source": source, "cfg": cfg, "seed": int(seed), "out": out, "with_depth": bool(with_depth),
-           "attrs": attrs}
+    ctx = {"source": run.source, "cfg": cfg, "seed": run.seed, "out": out, "with_depth": run.with_depth,
+           "attrs": run.attrs}
     n_pool = pool_size(workers, len(todo))
     if todo:
         # compile (or load) the kernels here, before the progress bar starts its clock and before workers
@@ -487,9 +526,19 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
             _W.clear()
     elif todo:
         _run_pool(todo, ctx, n_pool, results, tick, mp_context)
+    return results, n_pool, len(todo)
 
-    # ----------------------------------------------------------------- manifest (last, atomic)
-    entries = [results[j.index] for j in mine]
+
+def _write_manifest(run, results, n_pool, n_todo):
+    """The slice's manifest (last, atomic) and build-log line from the rendered and reused shards ->
+    the build summary."""
+    from bsrdata import GENERATOR_VERSION
+    from bsrdata.plan import DEFAULT_INVARIANT_FRACTION
+
+    cfg, plan, jobs, splits, n_part = run.cfg, run.plan, run.jobs, run.splits, run.n_part
+    mname = run.manifest_name
+    mpath = os.path.join(run.out, mname)
+    entries = [results[j.index] for j in run.mine]
     hist = np.sum([e["hist"] for e in entries], axis=0) if entries else np.zeros(N_HIST, np.int64)
     man_splits = {}
     for split in plan.items:
@@ -509,7 +558,7 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
     for g, members in plan.groups.items():
         groups[str(g)] = [{"key": k, "invariant": bool(inv), "shard": where[(plan.test_split, k, inv)][0],
                            "index": where[(plan.test_split, k, inv)][1]} for k, inv in members]
-    seconds = time.time() - t0
+    seconds = time.time() - run.t0
     counts = plan.counts()
     summary = {
         "splits": {s: dict(counts["splits"][s], shards=len(man_splits[s]["shards"]),
@@ -525,35 +574,35 @@ def _build_locked(source, out, cfg, seed, workers, shard_size, limit, recipe, pr
         "rendered_shards": sum(1 for e in entries if e["rendered"]),
         "skipped_shards": sum(1 for e in entries if not e["rendered"]),
         "workers_peak_rss_mb": {str(e["pid"]): e["maxrss_mb"] for e in entries if e["rendered"]},
-        "workers": {"requested": workers, "used": n_pool, "pending_shards": len(todo),
+        "workers": {"requested": run.workers, "used": n_pool, "pending_shards": n_todo,
                     "cpus": os.cpu_count() or 1},
     }
     manifest = {
         "format": FORMAT,
         "generator_version": GENERATOR_VERSION,
-        "recipe": recipe,
-        "attrs": attrs,
-        "source": {"name": src_name, "num_classes": source.num_classes, "files_sha256": source_files,
-                   **({"options": src_options} if src_options else {})},
-        "seed": int(seed),
-        "limit": None if limit is None else int(limit),
-        "with_depth": bool(with_depth),
-        "shard_size": int(shard_size),
-        "part": None if n_part == 1 else f"{k_part}/{n_part}",
+        "recipe": run.recipe,
+        "attrs": run.attrs,
+        "source": {"name": run.src_name, "num_classes": run.source.num_classes, "files_sha256": run.source_files,
+                   **({"options": run.src_options} if run.src_options else {})},
+        "seed": run.seed,
+        "limit": None if run.limit is None else int(run.limit),
+        "with_depth": run.with_depth,
+        "shard_size": int(run.shard_size),
+        "part": None if n_part == 1 else f"{run.k_part}/{n_part}",
         "complete": n_part == 1,
         "splits": man_splits,
         "groups": groups,
-        "plan_id": plan_id,
+        "plan_id": run.plan_id,
         # what depends on this run rather than on the dataset (times, resumed shards, workers) goes to the
         # build log, so two builds of the same dataset write byte-identical manifests
         "summary": {k: v for k, v in summary.items() if k not in RUN_ONLY},
     }
-    if frac != DEFAULT_INVARIANT_FRACTION:  # only then, so default builds keep byte-identical manifests
-        manifest["invariant_fraction"] = str(frac)
+    if run.frac != DEFAULT_INVARIANT_FRACTION:  # only then, so default builds keep byte-identical manifests
+        manifest["invariant_fraction"] = str(run.frac)
     if n_part > 1:  # the integer σ counts, so that merge computes the whole build's fractions exactly
         manifest["summary"]["sigma_hist"] = dict(summary["sigma_hist"], counts=[int(x) for x in hist])
     write_json_atomic(mpath, manifest)
-    append_build_log(out, {"event": "build", "manifest": mname, **{k: summary[k] for k in RUN_ONLY}})
+    append_build_log(run.out, {"event": "build", "manifest": mname, **{k: summary[k] for k in RUN_ONLY}})
     summary["manifest"] = mpath
     return summary
 

@@ -8,11 +8,11 @@ seed=0)`` wraps :func:`bsrdata.shards.open_dataset`. Item ``i`` is a dict:
 - ``"seg"``: int64 (H, W), class index, 255 = ignore (all 255 when the split has no labels)
 - ``"key"``: str; ``"invariant"``: bool
 
-``output="uint8"`` (compact items, for DataLoader workers): ``"lr"``/``"hr"`` uint8 (3, h, w) / (3, H, W)
-and ``"seg"`` uint8 (H, W), 3x less to move between processes; :func:`to_float` turns such a batch into
-exactly the default items (÷255 in float32, seg int64) in the main process or on the device, after a
-``pin_memory`` / ``non_blocking`` copy. With DataLoader workers, :class:`bsrdata.loader.RingLoader` hands
-the batches over in reused shared memory (~2.5x torch's DataLoader on whole frames). A crop reads only its window from the shards
+``output="uint8"`` (compact items, for DataLoader workers): ``"lr"``/``"hr"`` uint8 (3, h, w) / (3, H, W) and
+``"seg"`` uint8 (H, W), 3x less to move between processes; :func:`to_float` turns such a batch into exactly
+the default items (÷255 in float32, seg int64) in the main process or on the device, after a ``pin_memory`` /
+``non_blocking`` copy. With DataLoader workers, :class:`bsrdata.loader.RingLoader` hands the batches over in
+reused shared memory (~2.9x torch's DataLoader on whole frames). A crop reads only its window from the shards
 (:meth:`bsrdata.shards.DatasetView.read`; shard format 2 decodes only the tiles it touches).
 
 Augmentation (training): ``crop`` = (H, W) HR crop (int for square; multiples of ``scale``; None = whole

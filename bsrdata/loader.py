@@ -17,9 +17,10 @@ strings, ``num_workers=0``, or a start method other than ``fork`` (spawned worke
 mapping). ``loader.ring_stats()`` counts ring and fallback batches.
 
 Slots hold ``slot_bytes`` each (default: ``batch_size`` × the bytes of item 0, from the dataset's
-``item_nbytes()`` when it has one, else by reading item 0 once in the main process). The default
-``slots`` is ``num_workers × prefetch_factor + 2`` (the batches torch keeps in flight, plus the caller's
-current and previous one); e.g. 6 slots of 20 MB for 480×640 uint8 items, batch 8, 2 workers. Linux only (other systems: plain DataLoader).
+``item_nbytes()`` when it has one, else by reading item 0 once in the main process). The default ``slots`` is
+``num_workers × prefetch_factor + 2`` (the batches torch keeps in flight, plus the caller's current and
+previous one); e.g. 6 slots of 20 MB for 480×640 uint8 items, batch 8, 2 workers. Linux only (other systems:
+plain DataLoader).
 """
 
 from __future__ import annotations

@@ -5,20 +5,12 @@ import os
 
 import pytest
 import torch
+from cli_run import bsr_code as _run
 
 from bsrdata.cli.bench import parse_opts
-from bsrdata.cli.main import main
 from bsrdata.errors import BsrError
 from bsrdata.models import checkpoint, create_model
 from bsrdata.models.bench_methods import BASELINES, NetworkSRMethod
-
-
-def _run(argv) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_parse_opts_reads_yaml_scalars_and_refuses_bad_items():

@@ -4,9 +4,8 @@ import json
 import sys
 
 import pytest
+from cli_run import bsr as _run
 from sr_fakes import make_bench_dataset
-
-from bsrdata.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -14,13 +13,6 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench_cli_ds")
     make_bench_dataset(root, n_test=5, h=24, w=32)
     return root
-
-
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def test_bench_bicubic_prints_table(dataset, tmp_path, capsys):

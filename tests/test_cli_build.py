@@ -4,23 +4,16 @@ import os
 
 import numpy as np
 import pytest
+from cli_run import bsr as run
 from PIL import Image
 
 from bsrdata.build import build_dataset
-from bsrdata.cli.main import main
 from bsrdata.degrade import DegradeConfig
 from bsrdata.errors import BsrError
 from bsrdata.sources.base import Record
 from bsrdata.verify import verify_dataset
 
 TINY = ["--train", "3", "--test", "5", "--size", "32x48", "--no-middlebury", "--renderer", "gather", "-q"]
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def _nothing_complete(root):

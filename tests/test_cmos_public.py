@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from cli_run import bsr_code as _run
 from cmos_public import SEEDS, golden, keys, params, public_weights, rel
 
 from bsrdata.errors import BsrError
@@ -158,17 +159,6 @@ def _write_public(path, kind, seed=5, prefix="", drop=None, extra=None):
     state.update(extra or {})
     torch.save({prefix + k: v for k, v in state.items()}, path)
     return state
-
-
-def _run(argv) -> int:
-    """Exit status of ``bsr ARGV`` run in this process."""
-    from bsrdata.cli.main import main
-
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 @pytest.mark.parametrize("arch,kind", [("rrdb_sft", "rrdb_sft"), ("cmos", "cmos_19")])

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from cli_run import bsr as _run
 from skimage.metrics import structural_similarity
 from sr_fakes import make_bench_dataset
 
-from bsrdata.cli.main import main
 from bsrdata.models import checkpoint, create_model
 from bsrdata.models.engine.task_cmos import evaluate_cmos
 from bsrdata.shards import open_dataset
@@ -107,13 +107,6 @@ def test_prediction_is_not_clipped(data):
     view = open_dataset(data, "test", 1)
     ref = np.mean([10 * math.log10(1 / np.mean(((-2.0 - s["blur"].astype(np.float64)) / 5) ** 2)) for s in view])
     assert r["blur_psnr"] == pytest.approx(ref, abs=1e-9)
-
-
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_cli_eval_outputs_and_bad_checkpoints(tmp_path, data, capsys):

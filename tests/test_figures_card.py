@@ -5,11 +5,11 @@ import os
 
 import numpy as np
 import pytest
+from cli_run import bsr_code as _run
 from sr_fakes import make_bench_dataset
 
 from bsrdata import card
 from bsrdata import figures as fg
-from bsrdata.cli.main import main
 from bsrdata.errors import BsrError
 from bsrdata.manifest import sha256_file
 
@@ -21,12 +21,6 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("figs_ds")
     make_bench_dataset(root, n_test=5, n_train=5, h=32, w=40)
     return root
-
-
-def _run(args):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    return exc.value.code
 
 
 def _png_ok(path):

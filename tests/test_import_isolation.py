@@ -1,11 +1,11 @@
 """The numpy data toolkit never imports torch or the models (no cycle between ``bsrdata`` and ``bsrdata.models``).
 
-Every module of ``bsrdata/*.py``, ``bsrdata/render`` and ``bsrdata/sources`` except ``bsrdata.dataset`` and ``bsrdata.loader`` (the
-PyTorch wrappers) is checked twice: statically (every ``import``/``from ... import`` anywhere in the file,
-module level or inside functions, and every string that names a torch/models module, as passed to
-``importlib.import_module``) and at run time (a fresh interpreter imports each module and looks at
-``sys.modules``). The installed ``bsrdata.models.*`` / ``bsrdata.cli.*`` packages are the torch side and
-are not checked.
+Every module of ``bsrdata/*.py``, ``bsrdata/render`` and ``bsrdata/sources`` except ``bsrdata.dataset`` and
+``bsrdata.loader`` (the PyTorch wrappers) is checked twice: statically (every ``import``/``from ... import``
+anywhere in the file, module level or inside functions, and every string that names a torch/models module, as
+passed to ``importlib.import_module``) and at run time (a fresh interpreter imports each module and looks at
+``sys.modules``). The installed ``bsrdata.models.*`` / ``bsrdata.cli.*`` packages are the torch side and are
+not checked.
 """
 
 import ast

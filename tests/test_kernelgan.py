@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_run import bsr as _run
 from scipy import ndimage, signal
 from sr_fakes import make_bench_dataset
 
@@ -219,15 +220,6 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("kernelgan_ds")
     make_bench_dataset(root, n_test=5, h=32, w=40)
     return root
-
-
-def _run(argv, capsys):
-    from bsrdata.cli.main import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def _results(out):

@@ -4,9 +4,9 @@ merged, is byte-identical to a one-machine build."""
 import os
 
 import pytest
+from cli_run import bsr as _run
 
 from bsrdata.build import parse_shard, shard_from_env
-from bsrdata.cli.main import main
 from bsrdata.errors import BsrError
 
 TINY = ["--train", "3", "--test", "5", "--size", "32x48", "--no-middlebury", "--renderer", "gather", "-q",
@@ -59,13 +59,6 @@ def test_parse_shard_auto_reads_the_environment(clean_env):
     clean_env.setenv("RANK", "1")
     clean_env.setenv("WORLD_SIZE", "5")
     assert parse_shard("auto") == (2, 5) and parse_shard(" AUTO ") == (2, 5)
-
-
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def _files(root):
