@@ -27,6 +27,7 @@ demo: install
 # Speed measurements (ratios against reference runs in the same process); not part of the tests.
 perf: install
 	$(BIN)/python perf/render.py
+	$(BIN)/python perf/render_phases.py
 	$(BIN)/python perf/build.py
 	$(BIN)/python perf/cityscapes_build.py
 	$(BIN)/python perf/stereo.py

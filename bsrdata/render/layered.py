@@ -185,7 +185,9 @@ def _finish(merged, acc):
 def _render(img, order, starts, sigmas, gtab, rts, rbs, floor_colour, alpha_floor, band_floor, tol, maxit,
             omega, nthreads):
     """Far → near over the layers of the plan: blur, [normalise, band, SOR fill], composite, cover.
-    Returns (out float32 (H, W, 3), band pixels summed over layers, SOR sweeps in whole-band equivalents)."""
+    Returns (out float32 (H, W, 3), band pixels summed over layers, SOR sweeps in whole-band equivalents).
+    ``perf/render_phases.py`` repeats this loop in Python to time each phase; a change here goes there too
+    (``tests/test_perf_render_phases.py`` fails until it does)."""
     st = _render_state(img, sigmas, gtab, rts)
     (merged, acc, hb, vb, gtab32, pm, hmark, vmark, dmark, hlist, vlist, dlist, vwork, cnt_p, cbox,
      tile_area, has_fill, band, gs0, gmid, gt, guess, fpad, gmap, hsum, hflag, pf, rowcnt, bwork) = st
