@@ -125,9 +125,9 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="Write the results here as JSON.")
     ap.add_argument("--no-torch", action="store_true", help="Skip the torch DataLoader read rate.")
     a = ap.parse_args(argv)
-
     from bsrdata.build import build_dataset
     from bsrdata.degrade import DegradeConfig
+    from bsrdata.fileio import write_json_atomic
     from bsrdata.manifest import read_manifest
     from bsrdata.recipes import load_recipe
     from bsrdata.sources import get_source
@@ -185,8 +185,7 @@ def main(argv=None):
         res["read_rate_torch_2workers"] = rate if rate is not None else why
         print(json.dumps(res, indent=1))
         if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=1)
+            write_json_atomic(a.json, res)
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)

@@ -128,9 +128,9 @@ def main(argv=None):
     ap.add_argument("--work", default=None, help="Working folder (default: a temporary one, removed).")
     ap.add_argument("--json", default=None, help="Write the results here as JSON.")
     a = ap.parse_args(argv)
-
     from bsrdata.build import build_dataset
     from bsrdata.degrade import DegradeConfig
+    from bsrdata.fileio import write_json_atomic
     from bsrdata.recipes import load_recipe
     from bsrdata.sources import get_source
 
@@ -195,8 +195,7 @@ def main(argv=None):
               f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
         print(json.dumps(res, indent=1))
         if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=1)
+            write_json_atomic(a.json, res)
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)

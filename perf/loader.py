@@ -24,7 +24,6 @@ repeat, and the spread over repeats is printed. Also: the one-process decode rat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -159,6 +158,7 @@ def main(argv=None):
     ap.add_argument("--city-items", type=int, default=8, help="Items of the Cityscapes-size dataset.")
     ap.add_argument("--json", default=None, help="Write the results here.")
     a = ap.parse_args(argv)
+    from bsrdata.fileio import write_json_atomic
     from bsrdata.plan import parse_hw
 
     size, city = parse_hw(a.size), parse_hw(a.city_size)
@@ -240,8 +240,7 @@ def main(argv=None):
     print(f"one process (no DataLoader): old {p['old']['median']:.0f}, new {p['new']['median']:.0f} items/s "
           f"({res['in_process_ratio']['median']:.2f}x)")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+        write_json_atomic(a.json, res)
     return res
 
 

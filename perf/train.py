@@ -25,7 +25,6 @@ stage 2 RRDB-SFT NYUv2 240k; stage 3 blind NYUv2 40k.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -171,6 +170,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import torch
 
+    from bsrdata.fileio import write_json_atomic
     from bsrdata.models.device import pick_device
     from bsrdata.models.engine.task import get_task
 
@@ -229,14 +229,12 @@ def main(argv=None):
                       f"{h:.1f} h ({h / 24:.1f} days)", flush=True)
             del step, fb
             if a.json:  # after each network, so a long CPU run leaves what it measured
-                with open(a.json, "w") as f:
-                    json.dump(res, f, indent=1)
+                write_json_atomic(a.json, res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["load_after"] = os.getloadavg()
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+        write_json_atomic(a.json, res)
     return res
 
 
