@@ -44,8 +44,8 @@ def render_phases(img, coc, near, max_coc, threads=1, coc_step=0.1):
     order, starts, sigmas, gtab, rts, rbs = layered.plan_layers(c, check_near(near, img.shape[:2]), max_coc,
                                                                 coc_step)
     st = layered._render_state(img, sigmas, gtab, rts)
-    merged, acc, dmark, dlist = st[0], st[1], st[8], st[11]
-    band, gs0, gmid, gt, guess, fpad, gmap, pm = st[17], st[18], st[19], st[20], st[21], st[22], st[23], st[5]
+    f = dict(zip(layered.STATE_FIELDS, st))
+    merged, acc, dmark, dlist, pm = f["merged"], f["acc"], f["dmark"], f["dlist"], f["pm"]
     sec = dict.fromkeys(PHASES, 0.0)
     nd = n_iter = n_band = 0
     seen_focus = False
@@ -68,15 +68,16 @@ def render_phases(img, coc, near, max_coc, threads=1, coc_step=0.1):
                 sec["band"] += clock() - t
                 if nb > 0:
                     t = clock()
-                    nd, it = fill._fill_sor_adaptive(band, nb, gs0, gmid, gt, ng, pm, merged, acc, fpad, gmap,
-                                                     dmark, dlist, nd, fill.FILL_TOL_SOR, 100000, guess,
+                    nd, it = fill._fill_sor_adaptive(f["band"], nb, f["gs0"], f["gmid"], f["gt"], ng, pm, merged,
+                                                     acc, f["fpad"], f["gmap"], dmark, dlist, nd, fill.FILL_TOL_SOR,
+                                                     layered.FILL_MAXIT, f["guess"],
                                                      fill._layer_omega(-1.0, rbs[li]), threads)
                     sec["fill"] += clock() - t
                     n_iter += it
                     n_band += nb
             t = clock()
-            nd = blur._composite(st[3], st[10], nv, st[7], merged, acc, False, ALPHA_FLOOR, dmark, dlist, nd,
-                                 threads)
+            nd = blur._composite(f["vb"], f["vlist"], nv, f["vmark"], merged, acc, False, ALPHA_FLOOR, dmark, dlist,
+                                 nd, threads)
             sec["comp"] += clock() - t
         t = clock()
         layered._layer_cover(st, pix, n_w, r)
@@ -90,7 +91,7 @@ def render_phases(img, coc, near, max_coc, threads=1, coc_step=0.1):
 def profile_camera(img, coc, near, max_coc, threads, repeat):
     """Best-of-``repeat`` seconds per phase and of one whole ``render_layered`` call, checked bit-identical:
     {"phases": {...}, "phase_sum": s, "render_layered": s, "stats": {...}}."""
-    from bsrdata.render import render_layered
+    from bsrdata.render import layered, render_layered
 
     ref, ref_stats = render_layered(img, coc, max_coc, near=near, threads=threads, return_stats=True)
     render_phases(img, coc, near, max_coc, threads)  # untimed: loads each phase's compiled entry point
@@ -98,7 +99,8 @@ def profile_camera(img, coc, near, max_coc, threads, repeat):
     whole = float("inf")
     stats = None
     for _ in range(repeat):
-        out, sec, stats = render_phases(img, coc, near, max_coc, threads)
+        with layered.numba_threads(threads):  # the pool size render_layered gives its parallel regions
+            out, sec, stats = render_phases(img, coc, near, max_coc, threads)
         if not np.array_equal(out, ref):
             raise SystemExit("render_phases: the phase loop no longer matches render_layered (update it)")
         best = {k: min(best[k], sec[k]) for k in PHASES}

@@ -43,3 +43,15 @@ def test_phase_loop_matches_render_layered(threads):
     assert stats["band_pixels"] == ref_stats["band_pixels"]
     assert stats["cg_iterations"] == ref_stats["cg_iterations"]
     assert set(sec) == set(mod.PHASES) and all(v >= 0.0 for v in sec.values())
+
+
+def test_state_fields_name_every_entry():
+    from bsrdata.render import layered
+
+    img, coc, near = _scene()
+    order, starts, sigmas, gtab, rts, rbs = layered.plan_layers(coc, near, 11, 0.1)
+    st = layered._render_state(img, sigmas, gtab, rts)
+    assert len(layered.STATE_FIELDS) == len(st) == len(set(layered.STATE_FIELDS))
+    f = dict(zip(layered.STATE_FIELDS, st))
+    assert f["merged"].shape == img.shape and f["acc"].shape == img.shape[:2] and f["has_fill"] is True
+

@@ -20,12 +20,14 @@ from bsrdata.render.common import ALPHA_FLOOR, BAND_FLOOR, check_image, check_ma
 from bsrdata.render.fill import FILL_TOL_SOR, _band_system, _band_writeback, _layer_omega, _sor_range
 from bsrdata.render.kernel_cache import njit
 from bsrdata.render.layered import (
+    FILL_MAXIT,
     _finish,
     _layer_band,
     _layer_blur,
     _layer_cover,
     _render_state,
     _resolve_threads,
+    numba_threads,
     plan_layers,
     render_layered,
 )
@@ -458,9 +460,11 @@ def render_layered_compare(img, coc, max_coc, *, fill_solver, near=None, floor_c
     nt = _resolve_threads(threads)
     if fill_tol is None:
         fill_tol = FILL_TOL_SOR if fill_solver.startswith("sor") else 1e-6
-    out, nband, niter = _render_compare(a, order, starts, sigmas, gtab, rts, rbs, bool(floor_colour), ALPHA_FLOOR,
-                                        BAND_FLOOR, float(fill_tol), 100000, SOLVERS[fill_solver],
-                                        -1.0 if fill_omega is None else float(fill_omega), nt)
+    with numba_threads(nt):
+        out, nband, niter = _render_compare(a, order, starts, sigmas, gtab, rts, rbs, bool(floor_colour),
+                                            ALPHA_FLOOR, BAND_FLOOR, float(fill_tol), FILL_MAXIT,
+                                            SOLVERS[fill_solver], -1.0 if fill_omega is None else float(fill_omega),
+                                            nt)
     if return_stats:
         return out, {"n_layers": int(sigmas.size), "band_pixels": int(nband), "cg_iterations": int(niter)}
     return out

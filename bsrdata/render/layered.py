@@ -27,6 +27,7 @@ sources (:mod:`bsrdata.render.kernel_cache`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numba
@@ -105,6 +106,13 @@ def _render_state(img, sigmas, gtab, rts):
              np.empty(nt, dtype=np.int64), np.empty(nt, dtype=np.int64))
     return (merged, acc, hb, vb, gtab32, pm, hmark, vmark, dmark, hlist, vlist, dlist, vwork, cnt_p, cbox,
             tile_area, has_fill, band, gs0, gmid, gt, guess, fpad, gmap, hsum, hflag, pf, rowcnt, bwork)
+
+
+# the names of _render_state's tuple, in order (for Python callers: dict(zip(STATE_FIELDS, st)))
+STATE_FIELDS = ("merged", "acc", "hb", "vb", "gtab32", "pm", "hmark", "vmark", "dmark", "hlist", "vlist", "dlist",
+                "vwork", "cnt_p", "cbox", "tile_area", "has_fill", "band", "gs0", "gmid", "gt", "guess", "fpad",
+                "gmap", "hsum", "hflag", "pf", "rowcnt", "bwork")
+FILL_MAXIT = 100000  # the fill's sweep cap (whole-band equivalents); never reached on the bench frames
 
 
 @njit(cache=True)
@@ -353,6 +361,20 @@ def _resolve_threads(threads):
     return max(1, min(int(t), numba.config.NUMBA_NUM_THREADS))
 
 
+@contextlib.contextmanager
+def numba_threads(nt):
+    """Run the parallel regions inside on ``nt`` numba threads (fewer than numba's count only; the work split
+    depends on nt alone, so the output does not change, only how many threads share it); restored after."""
+    prev = numba.get_num_threads() if nt > 1 else 1
+    if nt < prev:
+        numba.set_num_threads(nt)
+    try:
+        yield
+    finally:
+        if nt < prev:
+            numba.set_num_threads(prev)
+
+
 def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step=0.1, return_stats=False,
                    fill_tol=None, fill_omega=None, threads=None):
     """Layered defocus rendering (SYNDOF's model, docs/render.md), numba.
@@ -393,16 +415,10 @@ def render_layered(img, coc, max_coc, *, near=None, floor_colour=False, coc_step
     nt = _resolve_threads(threads)
     if fill_tol is None:
         fill_tol = FILL_TOL_SOR
-    prev_nt = numba.get_num_threads() if nt > 1 else 1
-    if nt < prev_nt:
-        numba.set_num_threads(nt)  # the parallel regions run on nt threads (the split depends only on nt)
-    try:
+    with numba_threads(nt):
         out, nband, niter = _render(a, order, starts, sigmas, gtab, rts, rbs, bool(floor_colour), ALPHA_FLOOR,
-                                    BAND_FLOOR, float(fill_tol), 100000,
+                                    BAND_FLOOR, float(fill_tol), FILL_MAXIT,
                                     -1.0 if fill_omega is None else float(fill_omega), nt)
-    finally:
-        if nt < prev_nt:
-            numba.set_num_threads(prev_nt)
     if return_stats:
         return out, {"n_layers": int(sigmas.size), "band_pixels": int(nband), "cg_iterations": int(niter),
                      "threads": int(nt)}
